@@ -1,0 +1,147 @@
+"""Session events and the bus that carries them between processes.
+
+One channel serves two purposes: subscribers of ``SessionManager.events()`` see what happened,
+and every manager's in-process cache tier drops the entries that the event made stale.
+
+Delivery is at most once and in publish order per publisher. A bus that loses its connection
+bumps ``generation``: whoever keeps state derived from events (the local cache tier) must treat
+everything it holds as stale at that moment, because events may have been missed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self
+
+from agent_core import codec
+from agent_core.sessions.session_models import utcnow
+
+__all__ = ["EventBus", "EventKind", "SessionEvent", "Subscriber"]
+
+
+class EventKind(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    CHECKPOINT = "checkpoint"
+    CONTEXT = "context"
+    STATE = "state"
+    HEARTBEAT = "heartbeat"
+    CLAIMED = "claimed"
+    RELEASED = "released"
+    DELETED = "deleted"
+    PURGED = "purged"
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    kind: EventKind
+    session_id: str
+    version: int
+    agent_type: str = ""
+    user_id: str = ""
+    state: str = ""
+    at: datetime = field(default_factory=utcnow)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return codec.dumps(
+            {
+                "k": self.kind.value,
+                "s": self.session_id,
+                "v": self.version,
+                "a": self.agent_type,
+                "u": self.user_id,
+                "st": self.state,
+                "t": self.at.isoformat(),
+                "d": self.data,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> SessionEvent:
+        obj = codec.loads(raw)
+        return cls(
+            kind=EventKind(obj["k"]),
+            session_id=obj["s"],
+            version=int(obj["v"]),
+            agent_type=obj.get("a", ""),
+            user_id=obj.get("u", ""),
+            state=obj.get("st", ""),
+            at=datetime.fromisoformat(obj["t"]),
+            data=obj.get("d") or {},
+        )
+
+
+Subscriber = Callable[[SessionEvent], None]
+
+
+class EventBus(ABC):
+    """Publishes session events and hands every received event to the subscribers.
+
+    Subscribers are plain callables run on the event loop thread; they must not block.
+    A publisher's own events reach its own subscribers too.
+    """
+
+    generation: int = 0
+    """Bumped whenever events may have been missed (connection lost and re-established)."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Register ``subscriber``; return a function that unregisters it."""
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def _dispatch(self, event: SessionEvent) -> None:
+        for subscriber in list(self._subscribers):
+            subscriber(event)
+
+    @property
+    def is_shared(self) -> bool:
+        """True when events reach other processes (so local caches may trust it)."""
+        return False
+
+    @property
+    def healthy(self) -> bool:
+        """True while the bus is sure it has missed no event since ``generation`` changed."""
+        return True
+
+    async def open(self) -> None:
+        """Connect and start receiving."""
+
+    async def close(self) -> None:
+        """Stop receiving and release the connection (an injected client is left open)."""
+
+    def poll(self) -> None:
+        """Dispatch, synchronously, every event already received but not yet handled.
+
+        Called before serving from the in-process cache so that an invalidation which reached
+        this process before the read is applied before it.
+        """
+
+    @abstractmethod
+    async def publish(self, event: SessionEvent) -> None:
+        """Send ``event`` to every subscriber in every process. Raises ``CacheUnavailable``."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

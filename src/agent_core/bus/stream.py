@@ -1,0 +1,90 @@
+"""A filtered subscription to a bus, consumed as an async iterator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Self
+
+from agent_core.bus.base import EventBus, EventKind, SessionEvent
+
+__all__ = ["EventStream"]
+
+
+class EventStream:
+    """Events that match every given filter, in arrival order.
+
+    It subscribes on ``__aenter__`` (or on first iteration), so events published after
+    ``async with manager.events(...) as stream:`` are never missed. Delivery is at most once;
+    a reader that falls ``max_queue`` events behind loses the oldest (counted in ``dropped``).
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        agent_type: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        kinds: Iterable[EventKind | str] | None = None,
+        max_queue: int = 10_000,
+        before_start: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._bus = bus
+        self._agent_type = agent_type
+        self._user_id = user_id
+        self._session_id = session_id
+        self._kinds = None if kinds is None else frozenset(EventKind(k) for k in kinds)
+        self._queue: asyncio.Queue[SessionEvent] = asyncio.Queue(max_queue)
+        self._before_start = before_start
+        self._unsubscribe: Callable[[], None] | None = None
+        self.dropped = 0
+
+    def _accept(self, event: SessionEvent) -> None:
+        if self._kinds is not None and event.kind not in self._kinds:
+            return
+        if self._session_id is not None and event.session_id != self._session_id:
+            return
+        if self._agent_type is not None and event.agent_type != self._agent_type:
+            return
+        if self._user_id is not None and event.user_id != self._user_id:
+            return
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(event)
+
+    async def start(self) -> None:
+        if self._unsubscribe is None:
+            if self._before_start is not None:
+                await self._before_start()
+            self._unsubscribe = self._bus.subscribe(self._accept)
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    async def get(self, timeout: float | None = None) -> SessionEvent:
+        """The next event; ``TimeoutError`` if none arrives within ``timeout`` seconds."""
+        await self.start()
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionEvent:
+        return await self.get()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

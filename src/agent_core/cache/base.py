@@ -1,0 +1,66 @@
+"""The cache contract. A cache is never the source of truth: it only saves reads.
+
+Every entry carries the session ``version``. A cache never replaces an entry with an older
+version, and ``invalidate`` leaves a *tombstone* at the new version so that a slow reader who
+loaded an older copy from the store cannot put it back afterwards. Deleted sessions leave a
+tombstone that refuses every version.
+
+Implementations raise ``CacheUnavailable`` for any failure of their backend; the manager logs
+it, counts it and carries on from the store, so a cache failure never fails a call.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Self
+
+from agent_core.sessions.session_models import AgentSession
+
+__all__ = ["DELETED_VERSION", "SessionCache"]
+
+DELETED_VERSION = 2**62
+"""Tombstone version of a deleted session: newer than any version a session can reach."""
+
+
+class SessionCache(ABC):
+    name: str = "cache"
+
+    async def open(self) -> None:
+        """Connect. Default: nothing to do."""
+
+    async def close(self) -> None:
+        """Release what ``open`` acquired; an injected client is left open."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def get(self, session_id: str) -> AgentSession | None:
+        """The cached session, or ``None`` on a miss or a tombstone.
+
+        The caller may mutate what it gets back at the top level (its ``context``,
+        ``metadata`` and ``checkpoints`` containers) without changing the cache.
+        """
+
+    @abstractmethod
+    async def set(self, session: AgentSession) -> None:
+        """Cache ``session`` unless an entry or tombstone with a version >= its own exists."""
+
+    @abstractmethod
+    async def invalidate(self, session_id: str, version: int) -> None:
+        """Drop the entry and leave a tombstone at ``version`` (``DELETED_VERSION`` when the
+        session was deleted): only a later ``set`` with a higher version is accepted."""
+
+    @abstractmethod
+    async def clear(self) -> None:
+        """Forget every entry of this cache's namespace."""
