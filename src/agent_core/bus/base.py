@@ -113,6 +113,12 @@ class EventBus(ABC):
         return False
 
     @property
+    def poll_is_complete(self) -> bool:
+        """True when ``poll()`` dispatches every event whose ``publish`` returned anywhere
+        before the call: then an in-process cache may trust invalidations to be in time."""
+        return False
+
+    @property
     def healthy(self) -> bool:
         """True while the bus is sure it has missed no event since ``generation`` changed."""
         return True

@@ -161,6 +161,10 @@ class SessionManager:
                 from agent_core.bus.valkey import ValkeyBus
 
                 bus = ValkeyBus.from_url(cache_url, namespace=namespace)
+        elif bus is None and store_url.startswith(("postgresql:", "postgres:")):
+            from agent_core.bus.postgres import PostgresBus
+
+            bus = PostgresBus(store_url, namespace=namespace)
         manager = cls(
             namespace=namespace,
             session_ttl_hours=session_ttl_hours,
@@ -241,8 +245,9 @@ class SessionManager:
     def _local_is_trusted(self) -> bool:
         """Whether in-process entries may be served without asking the store.
 
-        Only when a shared bus delivers every other process's invalidations to us; if it lost
-        its connection, everything the tier holds may be stale and is dropped.
+        Only when the bus guarantees that every invalidation published before this call has
+        been applied (see ``EventBus.poll_is_complete``); if it lost its connection, everything
+        the tier holds may be stale and is dropped. Otherwise the caller checks the version.
         """
         bus = self.bus
         bus.poll()
@@ -250,7 +255,7 @@ class SessionManager:
             self._bus_generation = bus.generation
             if self.local is not None:
                 self.local._entries.clear()
-        return bus.is_shared and bus.healthy
+        return bus.poll_is_complete and bus.healthy
 
     async def _cache_call(self, what: str, call: Awaitable[T]) -> T | None:
         try:

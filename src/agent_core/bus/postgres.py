@@ -1,0 +1,138 @@
+"""Events over PostgreSQL LISTEN/NOTIFY, for deployments with PostgreSQL and no Valkey.
+
+A notification is delivered only to sessions listening at the time, at most once; payloads are
+limited to 8000 bytes by PostgreSQL, which session events stay far below. One dedicated
+connection listens; if it breaks, ``generation`` is bumped and it reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from agent_core.bus.base import EventBus, SessionEvent
+from agent_core.errors import CacheUnavailable, MissingDependency
+
+__all__ = ["PostgresBus"]
+
+logger = logging.getLogger(__name__)
+
+
+def _channel(namespace: str) -> str:
+    # LISTEN takes an identifier: keep it to characters that need no quoting games.
+    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in namespace)
+    return f"agent_core_events_{safe}"[:63]
+
+
+class PostgresBus(EventBus):
+    def __init__(self, dsn: str, *, namespace: str, timeout: float = 5.0) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.channel = _channel(namespace)
+        self.timeout = timeout
+        self._listener: Any = None
+        self._publisher: Any = None
+        self._publish_lock = asyncio.Lock()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._healthy = False
+        self._closing = False
+
+    @property
+    def is_shared(self) -> bool:
+        return True
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    async def open(self) -> None:
+        self._closing = False
+        try:
+            await self._listen()
+        except Exception as exc:  # the store reports PostgreSQL outages; keep retrying here
+            logger.warning("event listener could not connect, retrying: %s", exc)
+            self._schedule_reconnect()
+
+    async def _connect(self) -> Any:
+        try:
+            import asyncpg
+        except ImportError as exc:
+            raise MissingDependency(
+                "PostgresBus needs asyncpg: pip install 'agent-core[postgres]'"
+            ) from exc
+        return await asyncpg.connect(self.dsn, timeout=self.timeout)
+
+    async def _listen(self) -> None:
+        conn = await self._connect()
+        await conn.add_listener(self.channel, self._on_notify)
+        conn.add_termination_listener(self._on_terminated)
+        self._listener = conn
+        self.generation += 1
+        self._healthy = True
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            event = SessionEvent.decode(payload)
+        except Exception:
+            logger.warning("ignoring a malformed event on %s", channel)
+            return
+        self._dispatch(event)
+
+    def _on_terminated(self, conn: Any) -> None:
+        if conn is not self._listener:
+            return
+        self._listener = None
+        self._healthy = False
+        self.generation += 1
+        if not self._closing:
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self._closing and self._listener is None:
+            try:
+                await self._listen()
+                return
+            except Exception as exc:
+                logger.debug("event listener reconnect failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def publish(self, event: SessionEvent) -> None:
+        try:
+            async with self._publish_lock:
+                if self._publisher is None or self._publisher.is_closed():
+                    self._publisher = await self._connect()
+                await self._publisher.execute(
+                    "SELECT pg_notify($1, $2)",
+                    self.channel,
+                    event.encode().decode(),
+                    timeout=self.timeout,
+                )
+        except MissingDependency:
+            raise
+        except Exception as exc:
+            if self._publisher is not None:
+                self._publisher.terminate()
+                self._publisher = None
+            raise CacheUnavailable(f"could not publish an event: {exc}") from exc
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnect_task
+            self._reconnect_task = None
+        for conn in (self._listener, self._publisher):
+            if conn is not None and not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), self.timeout)
+        self._listener = self._publisher = None
+        self._healthy = False
