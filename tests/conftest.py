@@ -20,6 +20,7 @@ from agent_core.sessions.session_manager import SessionManager
 from agent_core.stores.memory import MemoryStore
 
 MakeManager = Callable[..., Awaitable[SessionManager]]
+ManagerFactory = Callable[..., Awaitable[SessionManager]]
 
 # name -> (store kind, cache kind, local tier on?)
 BACKENDS: dict[str, tuple[str, str | None, bool]] = {
@@ -69,16 +70,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def make_manager(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[MakeManager]:
+def manager_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> ManagerFactory:
+    """An async factory of managers on ``backend`` that share one fresh namespace.
+
+    The managers are not opened or closed for the caller; ``make_manager`` does both.
+    """
     store_kind, cache_kind, local = BACKENDS[backend]
     namespace = f"t{uuid.uuid4().hex[:12]}"
     shared_memory = MemoryStore()
     # Backends with no cross-process channel share one in-process bus, as threads of one
     # process would; the others get their real bus from the URL.
     in_process_bus = InProcessBus()
-    managers: list[SessionManager] = []
     pg_dsn = valkey_url = None
     if store_kind == "postgres":
         pg_dsn = request.getfixturevalue("postgres_server").dsn
@@ -89,18 +91,27 @@ async def make_manager(
         options.setdefault("local_cache", local)
         options.setdefault("namespace", namespace)
         if store_kind == "memory":
-            manager = SessionManager(store=shared_memory, bus=in_process_bus, **options)
-        elif store_kind == "sqlite":
-            manager = SessionManager.from_url(
+            return SessionManager(store=shared_memory, bus=in_process_bus, **options)
+        if store_kind == "sqlite":
+            return SessionManager.from_url(
                 f"sqlite:///{tmp_path / 'sessions.db'}", bus=in_process_bus, **options
             )
-        else:
-            manager = SessionManager.from_url(
-                str(pg_dsn),
-                cache_url=valkey_url,
-                store_options={"schema": namespace},
-                **options,
-            )
+        return SessionManager.from_url(
+            str(pg_dsn),
+            cache_url=valkey_url,
+            store_options={"schema": namespace},
+            **options,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def make_manager(manager_factory: ManagerFactory) -> AsyncIterator[MakeManager]:
+    managers: list[SessionManager] = []
+
+    async def make(**options: Any) -> SessionManager:
+        manager = await manager_factory(**options)
         await manager.open()
         managers.append(manager)
         return manager

@@ -34,7 +34,9 @@ async def count_sessions(manager: SessionManager) -> int:
 
 async def test_create_then_get_round_trips_every_field(manager: SessionManager) -> None:
     created = await manager.create_session(
-        "grader", "user-1", context={"exam": 7, "nested": {"a": [1, 2.5, None, True]}},
+        "grader",
+        "user-1",
+        context={"exam": 7, "nested": {"a": [1, 2.5, None, True]}},
         metadata={"tenant": "acme"},
     )
     assert created.version == 1
@@ -53,9 +55,7 @@ async def test_create_then_get_round_trips_every_field(manager: SessionManager) 
     assert got.created_at == created.created_at
     assert got.last_heartbeat == created.last_heartbeat
     assert got.created_at.tzinfo is not None
-    assert [cp.to_dict() for cp in got.checkpoints] == [
-        cp.to_dict() for cp in created.checkpoints
-    ]
+    assert [cp.to_dict() for cp in got.checkpoints] == [cp.to_dict() for cp in created.checkpoints]
 
 
 async def test_get_unknown_session_is_none(manager: SessionManager) -> None:
@@ -136,7 +136,10 @@ async def test_update_session_stores_changes_and_only_new_checkpoints(
     assert got.version == 3
     assert got.context == {"score": 3}
     assert [(cp.seq, cp.name) for cp in got.checkpoints] == [
-        (1, "session_created"), (2, "graded"), (3, "reviewed"), (4, "published"),
+        (1, "session_created"),
+        (2, "graded"),
+        (3, "reviewed"),
+        (4, "published"),
     ]
     trail = await manager.list_checkpoints(session.session_id)
     assert [cp.seq for cp in trail] == [1, 2, 3, 4]
@@ -629,3 +632,33 @@ async def test_create_update_round_trip_preserves_microseconds(manager: SessionM
     assert got is not None
     assert got.last_heartbeat == session.last_heartbeat
     assert got.checkpoints[0].timestamp == session.checkpoints[0].timestamp
+
+
+async def test_reap_expires_leases_and_fails_stale_sessions(make_manager: MakeManager) -> None:
+    a, b = await make_manager(), await make_manager()
+    leased = await a.create_session("x")
+    lease = await a.claim(leased.session_id, "dead-worker", timedelta(milliseconds=20))
+    await asyncio.sleep(0.06)
+    fresh = await a.create_session("x")
+    results = await asyncio.gather(
+        a.reap(max_age=timedelta(seconds=0.05)), b.reap(max_age=timedelta(seconds=0.05))
+    )
+    assert sorted(r[0] for r in results) == [0, 1]  # one lease, reaped exactly once
+    assert sorted(r[1] for r in results) == [0, 1]  # one stale session, failed exactly once
+    got = await b.get_session(leased.session_id)
+    assert got is not None and got.state is SessionState.FAILED
+    got = await a.get_session(fresh.session_id)
+    assert got is not None and got.state is SessionState.ACTIVE
+    with pytest.raises(LeaseLost):
+        await a.heartbeat(leased.session_id, lease=lease)
+
+
+async def test_a_lease_of_another_session_is_no_fence(manager: SessionManager) -> None:
+    mine = await manager.create_session("x")
+    other = await manager.create_session("x")
+    lease = await manager.claim(mine.session_id, "w", timedelta(seconds=30))
+    await manager.claim(other.session_id, "w2", timedelta(seconds=30))  # same token number
+    with pytest.raises(LeaseLost):
+        await manager.append_checkpoint(other.session_id, "wrong", lease=lease)
+    got = await manager.get_session(other.session_id)
+    assert got is not None and got.checkpoint_count == 1

@@ -24,7 +24,7 @@ from agent_core.bus.stream import EventStream
 from agent_core.cache.base import DELETED_VERSION, SessionCache
 from agent_core.cache.local import LocalCache
 from agent_core.config import cache_from_url, store_from_url
-from agent_core.errors import CacheUnavailable, ValidationError
+from agent_core.errors import CacheUnavailable, LeaseLost, ValidationError
 from agent_core.sessions.session_models import (
     AgentSession,
     Lease,
@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MAX_NAME = 256
+
+
+def _check_lease(session_id: str, lease: Lease | None) -> None:
+    if lease is not None and lease.session_id != session_id:
+        raise LeaseLost(f"the lease is for session {lease.session_id}, not {session_id}")
 
 
 def _check_name(value: object, what: str, *, allow_empty: bool = False) -> str:
@@ -463,6 +468,7 @@ class SessionManager:
         With ``idempotency_key``, a retry stores nothing and returns the first stored one.
         """
         codec.validate_session_id(session_id)
+        _check_lease(session_id, lease)
         _check_name(name, "checkpoint name")
         if idempotency_key is not None:
             _check_name(idempotency_key, "idempotency_key")
@@ -486,6 +492,7 @@ class SessionManager:
     async def heartbeat(self, session_id: str, *, lease: Lease | None = None) -> AgentSession:
         """Record a heartbeat (and renew ``lease`` if given); returns the session head."""
         codec.validate_session_id(session_id)
+        _check_lease(session_id, lease)
         await self.open()
         head = await self.store.heartbeat(session_id, utcnow(), fence=lease)
         await self._changed(EventKind.HEARTBEAT, head)
@@ -499,6 +506,7 @@ class SessionManager:
         Returns the session head.
         """
         codec.validate_session_id(session_id)
+        _check_lease(session_id, lease)
         self._encode(changes, "context changes")
         await self.open()
         head = await self.store.patch_context(session_id, changes, fence=lease)
@@ -515,6 +523,7 @@ class SessionManager:
     ) -> AgentSession:
         """Move the session to ``state`` if its stored state allows it; returns the head."""
         codec.validate_session_id(session_id)
+        _check_lease(session_id, lease)
         try:
             target = SessionState(state)
         except ValueError:
@@ -600,8 +609,7 @@ class SessionManager:
             raise ValidationError("lease ttl must be positive")
         await self.open()
         lease = await self.store.claim(session_id, owner, ttl)
-        head = AgentSession(agent_type="", session_id=session_id)
-        await self._announce_lease(EventKind.CLAIMED, lease, head)
+        await self._announce_lease(EventKind.CLAIMED, lease)
         return lease
 
     async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
@@ -613,18 +621,38 @@ class SessionManager:
     async def release(self, lease: Lease) -> None:
         await self.open()
         await self.store.release(lease)
-        head = AgentSession(agent_type="", session_id=lease.session_id)
-        await self._announce_lease(EventKind.RELEASED, lease, head)
+        await self._announce_lease(EventKind.RELEASED, lease)
 
-    async def _announce_lease(self, kind: EventKind, lease: Lease, head: AgentSession) -> None:
-        # Leases do not change the session's version, so caches stay valid.
-        event = SessionEvent(
-            kind=kind,
-            session_id=lease.session_id,
-            version=0,
-            data={"owner": lease.owner, "token": lease.token},
-        )
+    async def _announce_lease(
+        self, kind: EventKind, lease: Lease, *, expired: bool = False
+    ) -> None:
+        # Leases do not change the session's version, so caches stay valid (version 0).
+        data: dict[str, Any] = {"owner": lease.owner, "token": lease.token}
+        if expired:
+            data["expired"] = True
+        event = SessionEvent(kind=kind, session_id=lease.session_id, version=0, data=data)
         await self._cache_call("publish", self.bus.publish(event))
+
+    async def reap(
+        self, max_age: timedelta = timedelta(hours=48), *, batch_size: int | None = None
+    ) -> tuple[int, int]:
+        """One reaper round: clear expired leases, then fail stale sessions.
+
+        Safe to run in several processes at once: each batch is one short transaction that
+        skips rows another reaper holds, so no lease or session is processed twice.
+        Returns ``(expired leases, failed sessions)``.
+        """
+        await self.open()
+        limit = batch_size or self.cleanup_batch_size
+        expired = 0
+        while True:
+            leases = await self.store.expire_leases(utcnow(), limit=limit)
+            for lease in leases:
+                await self._announce_lease(EventKind.RELEASED, lease, expired=True)
+            expired += len(leases)
+            if len(leases) < limit:
+                break
+        return expired, await self.cleanup_stale_sessions(max_age)
 
     # --- events ------------------------------------------------------------------------------
 

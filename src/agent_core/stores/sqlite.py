@@ -1,0 +1,860 @@
+"""SQLite store: the embedded durable backend.
+
+One connection per store, driven by one dedicated thread, so the event loop never blocks on
+SQLite and the connection is never used by two threads at once. Every write is one
+``BEGIN IMMEDIATE`` transaction: it takes the database's write lock up front, so writers in
+other processes on the same file serialize instead of failing mid-transaction or losing updates.
+Multi-statement reads run in one deferred transaction to see one snapshot (WAL readers never
+block writers and are never blocked by them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from agent_core.codec import dumps, loads, merge_patch
+from agent_core.errors import (
+    ConflictError,
+    LeaseHeld,
+    LeaseLost,
+    NotOpenError,
+    SessionNotFound,
+    StoreUnavailable,
+)
+from agent_core.sessions.session_models import (
+    AgentSession,
+    Lease,
+    SessionCheckpoint,
+    SessionState,
+    utcnow,
+)
+from agent_core.stores.base import AppendResult, SessionStore
+from agent_core.stores.migrations import Migration, load_migrations
+
+__all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
+_Body = Callable[[sqlite3.Connection], _T]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+# Primary result codes (extended codes carry them in the low byte).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_MAX_INT = 2**63 - 1
+
+_HEAD_COLUMNS = (
+    "session_id, agent_type, user_id, state, created_at, updated_at, last_heartbeat, version,"
+    " checkpoint_count, lease_owner, lease_token, lease_expires_at, lease_ttl_us, context,"
+    " metadata"
+)
+_SELECT_HEAD = f"SELECT {_HEAD_COLUMNS} FROM sessions WHERE session_id = ?"
+_CHECKPOINT_COLUMNS = "seq, name, timestamp, data"
+_INSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (session_id, seq, name, data, timestamp, idempotency_key)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SCHEMA_TABLE = (
+    "CREATE TABLE IF NOT EXISTS agent_core_schema ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
+
+# Literals rather than bound parameters: SQLite only uses a partial index (WHERE state =
+# 'active') when the query's own text implies the index's condition.
+_STATE_LITERAL = {state: f"'{state.value}'" for state in SessionState}
+
+
+def _to_us(value: datetime) -> int:
+    # Naive datetimes are UTC, as in session_models.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _US
+
+
+def _from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _json(value: Any) -> str:
+    return dumps(value).decode()
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    # Errors raised by the sqlite3 module itself carry no SQLite result code.
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def _bound(value: int) -> int:
+    # Out-of-range ints would make the driver raise OverflowError, not an SQL answer.
+    return min(max(value, 0), _MAX_INT)
+
+
+def _checkpoint(row: tuple[Any, ...]) -> SessionCheckpoint:
+    seq, name, timestamp, data = row
+    return SessionCheckpoint(name=name, timestamp=_from_us(timestamp), data=loads(data), seq=seq)
+
+
+def _split_statements(script: str) -> list[str]:
+    # Connection.executescript() would COMMIT first, but a migration has to run inside the
+    # transaction that re-checked the schema version.
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer)
+            buffer = ""
+    leftover = [ln for ln in buffer.splitlines() if ln.strip() and not ln.strip().startswith("--")]
+    if leftover:
+        statements.append(buffer)
+    return statements
+
+
+@dataclass
+class _Row:
+    session_id: str
+    agent_type: str
+    user_id: str
+    state: SessionState
+    created_at: int
+    updated_at: int
+    last_heartbeat: int
+    version: int
+    checkpoint_count: int
+    lease_owner: str | None
+    lease_token: int
+    lease_expires_at: int | None
+    lease_ttl_us: int | None
+    context: str
+    metadata: str
+
+    @classmethod
+    def from_db(cls, row: tuple[Any, ...]) -> _Row:
+        out = cls(*row)
+        out.state = SessionState(out.state)
+        return out
+
+    def lease_is_live(self, now: int) -> bool:
+        return (
+            self.lease_owner is not None
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
+
+    def check_fence(self, fence: Lease | None, now: int) -> None:
+        if fence is None:
+            return
+        if fence.token != self.lease_token or not self.lease_is_live(now):
+            raise LeaseLost(
+                f"lease token {fence.token} on session {fence.session_id} is no longer live"
+            )
+
+    def head(self) -> AgentSession:
+        return AgentSession(
+            agent_type=self.agent_type,
+            user_id=self.user_id,
+            session_id=self.session_id,
+            state=self.state,
+            created_at=_from_us(self.created_at),
+            updated_at=_from_us(self.updated_at),
+            last_heartbeat=_from_us(self.last_heartbeat),
+            context=loads(self.context),
+            checkpoints=[],
+            metadata=loads(self.metadata),
+            version=self.version,
+            checkpoint_count=self.checkpoint_count,
+        )
+
+
+def _load(conn: sqlite3.Connection, session_id: str) -> _Row | None:
+    found = conn.execute(_SELECT_HEAD, (session_id,)).fetchone()
+    if found is None:
+        return None
+    row = _Row.from_db(found)
+    return None if row.state is SessionState.DELETED else row
+
+
+def _live(conn: sqlite3.Connection, session_id: str) -> _Row:
+    row = _load(conn, session_id)
+    if row is None:
+        raise SessionNotFound(session_id)
+    return row
+
+
+def _bump(conn: sqlite3.Connection, row: _Row, now: int) -> None:
+    """Store the row's version + 1 and ``updated_at = now`` (and update ``row`` to match)."""
+    row.version += 1
+    row.updated_at = now
+    conn.execute(
+        "UPDATE sessions SET version = ?, updated_at = ? WHERE session_id = ?",
+        (row.version, now, row.session_id),
+    )
+
+
+def _close_opened(future: Future[sqlite3.Connection]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+class SQLiteStore(SessionStore):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create_schema: bool = True,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._create_schema = create_schema
+        self._busy_timeout = busy_timeout
+        self.url = f"sqlite:///{self._path}"
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-core-sqlite")
+        future = executor.submit(self._open_sync)
+        try:
+            conn = await asyncio.wrap_future(future)
+        except BaseException:
+            # Cancelled while the thread was still opening: close what it opens.
+            future.add_done_callback(_close_opened)
+            executor.shutdown(wait=False)
+            raise
+        self._conn, self._executor = conn, executor
+
+    async def close(self) -> None:
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            return
+        self._conn = self._executor = None
+        try:
+            # Queued behind any operation still in flight, which therefore completes first.
+            await asyncio.wrap_future(executor.submit(self._close_sync, conn))
+        finally:
+            executor.shutdown(wait=False)
+
+    async def migrate(self) -> int:
+        """Apply pending migrations. Also works before ``open()``, on a connection of its own."""
+        if self._conn is None or self._executor is None:
+            return await asyncio.to_thread(self._migrate_standalone)
+        conn = self._conn
+        return await self._submit(self._executor, lambda: self._migrate_sync(conn))
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            # check_same_thread=False only lets close() run from the event loop thread after a
+            # cancelled open(); every other use goes through the store's single thread.
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA busy_timeout = {max(int(self._busy_timeout * 1000), 0)}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._unavailable(exc) from exc
+        return conn
+
+    def _open_sync(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            if self._create_schema:
+                self._migrate_sync(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _close_sync(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.close()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def _migrate_standalone(self) -> int:
+        conn = self._connect()
+        try:
+            return self._migrate_sync(conn)
+        finally:
+            conn.close()
+
+    def _migrate_sync(self, conn: sqlite3.Connection) -> int:
+        try:
+            current = self._schema_version(conn)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        for migration in load_migrations("sqlite"):
+            if migration.version > current:
+                current = self._write_sync(
+                    conn, partial(self._apply_migration, migration=migration)
+                )
+        return current
+
+    def _apply_migration(self, conn: sqlite3.Connection, *, migration: Migration) -> int:
+        conn.execute(_SCHEMA_TABLE)
+        # Another process may have applied it since the unlocked read in _migrate_sync.
+        in_place = self._schema_version(conn)
+        if in_place >= migration.version:
+            return in_place
+        for statement in _split_statements(migration.sql):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO agent_core_schema (version, name, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.name, utcnow().isoformat()),
+        )
+        return migration.version
+
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> int:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_core_schema'"
+        ).fetchone()
+        if exists is None:
+            return 0
+        found = conn.execute("SELECT COALESCE(MAX(version), 0) FROM agent_core_schema").fetchone()
+        return int(found[0])
+
+    # --- running statements ----------------------------------------------------------------
+
+    def _unavailable(
+        self, exc: sqlite3.Error, *, maybe_committed: bool = False
+    ) -> StoreUnavailable:
+        return StoreUnavailable(f"{self.url}: {exc}", maybe_committed=maybe_committed)
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            # If this fails SQLite has rolled back already; the caller's error is the one to report.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _write_sync(self, conn: sqlite3.Connection, body: _Body[_T]) -> _T:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise self._unavailable(exc) from exc
+        try:
+            result = body(conn)
+        except sqlite3.IntegrityError as exc:
+            self._rollback(conn)
+            raise ConflictError(f"{self.url}: {exc}") from exc
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise self._unavailable(exc) from exc
+        except BaseException:
+            self._rollback(conn)
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            # A busy COMMIT leaves the transaction open and we rolled it back; after an I/O
+            # error the commit record may already be on disk.
+            raise self._unavailable(exc, maybe_committed=not _is_busy(exc)) from exc
+        return result
+
+    def _read_sync(self, conn: sqlite3.Connection, body: _Body[_T], snapshot: bool) -> _T:
+        try:
+            if not snapshot:
+                return body(conn)
+            conn.execute("BEGIN")
+            try:
+                return body(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise self._unavailable(exc) from exc
+
+    async def _submit(self, executor: ThreadPoolExecutor, call: Callable[[], _T]) -> _T:
+        try:
+            future = executor.submit(call)
+        except RuntimeError:
+            raise NotOpenError("SQLiteStore used after close()") from None
+        return await asyncio.wrap_future(future)
+
+    def _require_open(self) -> tuple[sqlite3.Connection, ThreadPoolExecutor]:
+        if self._conn is None or self._executor is None:
+            raise NotOpenError("SQLiteStore used before open() or after close()")
+        return self._conn, self._executor
+
+    async def _write(self, body: _Body[_T]) -> _T:
+        conn, executor = self._require_open()
+        return await self._submit(executor, lambda: self._write_sync(conn, body))
+
+    async def _read(self, body: _Body[_T], *, snapshot: bool = False) -> _T:
+        conn, executor = self._require_open()
+        return await self._submit(executor, lambda: self._read_sync(conn, body, snapshot))
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def create(self, session: AgentSession) -> AgentSession:
+        sid = session.session_id
+        context, metadata = _json(session.context), _json(session.metadata)
+        trail = [(cp.name, _json(cp.data), _to_us(cp.timestamp)) for cp in session.checkpoints]
+
+        def body(conn: sqlite3.Connection) -> AgentSession:
+            if conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (sid,)).fetchone():
+                raise ConflictError(f"session {sid} already exists")
+            row = _Row(
+                session_id=sid,
+                agent_type=session.agent_type,
+                user_id=session.user_id,
+                state=session.state,
+                created_at=_to_us(session.created_at),
+                updated_at=_to_us(utcnow()),
+                last_heartbeat=_to_us(session.last_heartbeat),
+                version=1,
+                checkpoint_count=len(trail),
+                lease_owner=None,
+                lease_token=0,
+                lease_expires_at=None,
+                lease_ttl_us=None,
+                context=context,
+                metadata=metadata,
+            )
+            conn.execute(
+                f"INSERT INTO sessions ({_HEAD_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.session_id,
+                    row.agent_type,
+                    row.user_id,
+                    row.state.value,
+                    row.created_at,
+                    row.updated_at,
+                    row.last_heartbeat,
+                    row.version,
+                    row.checkpoint_count,
+                    row.lease_owner,
+                    row.lease_token,
+                    row.lease_expires_at,
+                    row.lease_ttl_us,
+                    row.context,
+                    row.metadata,
+                ),
+            )
+            conn.executemany(
+                _INSERT_CHECKPOINT,
+                [(sid, seq, *cp, None) for seq, cp in enumerate(trail, start=1)],
+            )
+            return row.head()
+
+        return await self._write(body)
+
+    async def get(self, session_id: str, *, window: int) -> AgentSession | None:
+        def body(conn: sqlite3.Connection) -> AgentSession | None:
+            row = _load(conn, session_id)
+            if row is None:
+                return None
+            out = row.head()
+            if window > 0 and row.checkpoint_count > 0:
+                out.checkpoints = [
+                    _checkpoint(cp)
+                    for cp in conn.execute(
+                        f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
+                        " WHERE session_id = ? AND seq > ? ORDER BY seq",
+                        (session_id, _bound(row.checkpoint_count - window)),
+                    )
+                ]
+            return out
+
+        return await self._read(body, snapshot=True)
+
+    async def get_version(self, session_id: str) -> int | None:
+        def body(conn: sqlite3.Connection) -> int | None:
+            found = conn.execute(
+                "SELECT version FROM sessions WHERE session_id = ? AND state != 'deleted'",
+                (session_id,),
+            ).fetchone()
+            return None if found is None else int(found[0])
+
+        return await self._read(body)
+
+    async def update(
+        self,
+        session: AgentSession,
+        new_checkpoints: Sequence[SessionCheckpoint],
+        *,
+        fence: Lease | None = None,
+    ) -> AgentSession:
+        sid = session.session_id
+        context, metadata = _json(session.context), _json(session.metadata)
+        last_heartbeat = _to_us(session.last_heartbeat)
+        trail = [(cp.name, _json(cp.data), _to_us(cp.timestamp)) for cp in new_checkpoints]
+
+        def body(conn: sqlite3.Connection) -> AgentSession:
+            row = _live(conn, sid)
+            now = _to_us(utcnow())
+            row.check_fence(fence, now)
+            if row.version != session.version:
+                raise ConflictError(
+                    f"session {sid} is at version {row.version}, "
+                    f"the update was based on version {session.version}"
+                )
+            if session.state is not row.state:
+                row.state.check_transition(session.state)
+            first = row.checkpoint_count + 1
+            conn.executemany(
+                _INSERT_CHECKPOINT,
+                [(sid, seq, *cp, None) for seq, cp in enumerate(trail, start=first)],
+            )
+            row.state = session.state
+            row.context, row.metadata = context, metadata
+            row.last_heartbeat = last_heartbeat
+            row.checkpoint_count += len(trail)
+            row.version += 1
+            row.updated_at = now
+            conn.execute(
+                "UPDATE sessions SET state = ?, context = ?, metadata = ?, last_heartbeat = ?,"
+                " checkpoint_count = ?, version = ?, updated_at = ? WHERE session_id = ?",
+                (
+                    row.state.value,
+                    context,
+                    metadata,
+                    last_heartbeat,
+                    row.checkpoint_count,
+                    row.version,
+                    now,
+                    sid,
+                ),
+            )
+            return row.head()
+
+        return await self._write(body)
+
+    async def append_checkpoint(
+        self,
+        session_id: str,
+        checkpoint: SessionCheckpoint,
+        *,
+        idempotency_key: str | None = None,
+        fence: Lease | None = None,
+    ) -> AppendResult:
+        data, timestamp = _json(checkpoint.data), _to_us(checkpoint.timestamp)
+
+        def body(conn: sqlite3.Connection) -> AppendResult:
+            row = _live(conn, session_id)
+            now = _to_us(utcnow())
+            row.check_fence(fence, now)
+            if idempotency_key is not None:
+                earlier = conn.execute(
+                    f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
+                    " WHERE session_id = ? AND idempotency_key = ?",
+                    (session_id, idempotency_key),
+                ).fetchone()
+                if earlier is not None:
+                    return AppendResult(_checkpoint(earlier), row.head(), created=False)
+            seq = row.checkpoint_count + 1
+            conn.execute(
+                _INSERT_CHECKPOINT,
+                (session_id, seq, checkpoint.name, data, timestamp, idempotency_key),
+            )
+            row.checkpoint_count = seq
+            row.version += 1
+            row.updated_at = now
+            conn.execute(
+                "UPDATE sessions SET checkpoint_count = ?, version = ?, updated_at = ?"
+                " WHERE session_id = ?",
+                (seq, row.version, now, session_id),
+            )
+            stored = SessionCheckpoint(
+                name=checkpoint.name, timestamp=_from_us(timestamp), data=loads(data), seq=seq
+            )
+            return AppendResult(stored, row.head(), created=True)
+
+        return await self._write(body)
+
+    async def heartbeat(
+        self, session_id: str, at: datetime, *, fence: Lease | None = None
+    ) -> AgentSession:
+        at_us = _to_us(at)
+
+        def body(conn: sqlite3.Connection) -> AgentSession:
+            row = _live(conn, session_id)
+            row.check_fence(fence, at_us)
+            row.last_heartbeat = at_us
+            if fence is not None and row.lease_ttl_us is not None:
+                row.lease_expires_at = at_us + row.lease_ttl_us
+            row.version += 1
+            row.updated_at = _to_us(utcnow())
+            conn.execute(
+                "UPDATE sessions SET last_heartbeat = ?, lease_expires_at = ?, version = ?,"
+                " updated_at = ? WHERE session_id = ?",
+                (at_us, row.lease_expires_at, row.version, row.updated_at, session_id),
+            )
+            return row.head()
+
+        return await self._write(body)
+
+    async def patch_context(
+        self, session_id: str, changes: dict[str, Any], *, fence: Lease | None = None
+    ) -> AgentSession:
+        def body(conn: sqlite3.Connection) -> AgentSession:
+            row = _live(conn, session_id)
+            now = _to_us(utcnow())
+            row.check_fence(fence, now)
+            row.context = _json(merge_patch(loads(row.context), changes))
+            conn.execute(
+                "UPDATE sessions SET context = ? WHERE session_id = ?", (row.context, session_id)
+            )
+            _bump(conn, row, now)
+            return row.head()
+
+        return await self._write(body)
+
+    async def set_state(
+        self,
+        session_id: str,
+        state: SessionState,
+        *,
+        reason: str | None = None,
+        fence: Lease | None = None,
+    ) -> AgentSession:
+        def body(conn: sqlite3.Connection) -> AgentSession:
+            row = _live(conn, session_id)
+            now = _to_us(utcnow())
+            row.check_fence(fence, now)
+            row.state.check_transition(state)
+            row.state = state
+            if state is SessionState.FAILED and reason is not None:
+                row.context = _json({**loads(row.context), "failure_reason": reason})
+            conn.execute(
+                "UPDATE sessions SET state = ?, context = ? WHERE session_id = ?",
+                (state.value, row.context, session_id),
+            )
+            _bump(conn, row, now)
+            return row.head()
+
+        return await self._write(body)
+
+    async def delete(self, session_id: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE sessions SET state = 'deleted', lease_owner = NULL,"
+                " version = version + 1, updated_at = ?"
+                " WHERE session_id = ? AND state != 'deleted'",
+                (_to_us(utcnow()), session_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(body)
+
+    async def purge(self, *, session_id: str | None = None, user_id: str | None = None) -> int:
+        self._require_open()
+        if session_id is None and user_id is None:
+            return 0
+        clauses, params = [], []
+        if session_id is not None:
+            clauses.append("session_id = ?")
+            params.append(session_id)
+        if user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(user_id)
+        # Checkpoints go with their session through ON DELETE CASCADE.
+        sql = f"DELETE FROM sessions WHERE {' AND '.join(clauses)}"
+
+        def body(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, params).rowcount
+
+        return await self._write(body)
+
+    # --- listing ---------------------------------------------------------------------------
+
+    async def list_checkpoints(
+        self, session_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[SessionCheckpoint]:
+        def body(conn: sqlite3.Connection) -> list[SessionCheckpoint]:
+            _live(conn, session_id)
+            return [
+                _checkpoint(cp)
+                for cp in conn.execute(
+                    f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
+                    " WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (session_id, _bound(after_seq), _bound(limit)),
+                )
+            ]
+
+        return await self._read(body, snapshot=True)
+
+    async def list_sessions(
+        self,
+        *,
+        state: SessionState | None = SessionState.ACTIVE,
+        agent_type: str | None = None,
+        user_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[AgentSession]:
+        self._require_open()
+        if state is SessionState.DELETED or limit <= 0:
+            return []
+        clauses = ["state != 'deleted'" if state is None else f"state = {_STATE_LITERAL[state]}"]
+        params: list[Any] = []
+        if agent_type is not None:
+            clauses.append("agent_type = ?")
+            params.append(agent_type)
+        if user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(user_id)
+        if after is not None:
+            clauses.append("session_id > ?")
+            params.append(after)
+        params.append(_bound(limit))
+        # Without ANALYZE statistics the planner may prefer the all-states index on user_id or
+        # agent_type and filter out every finished session; pin the partial index.
+        index = ""
+        if state is SessionState.ACTIVE and user_id is not None:
+            index = " INDEXED BY sessions_active_by_user"
+        elif state is SessionState.ACTIVE and agent_type is not None:
+            index = " INDEXED BY sessions_active_by_agent_type"
+        sql = (
+            f"SELECT {_HEAD_COLUMNS} FROM sessions{index} WHERE {' AND '.join(clauses)}"
+            " ORDER BY session_id LIMIT ?"
+        )
+
+        def body(conn: sqlite3.Connection) -> list[AgentSession]:
+            return [_Row.from_db(row).head() for row in conn.execute(sql, params)]
+
+        return await self._read(body)
+
+    # --- liveness --------------------------------------------------------------------------
+
+    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[AgentSession]:
+        cutoff_us = _to_us(cutoff)
+
+        def body(conn: sqlite3.Connection) -> list[AgentSession]:
+            rows = [
+                _Row.from_db(found)
+                for found in conn.execute(
+                    # Pinned: the planner would rather sort every active session by heartbeat.
+                    f"SELECT {_HEAD_COLUMNS} FROM sessions INDEXED BY sessions_stale_sweep"
+                    " WHERE state = 'active' AND last_heartbeat < ?"
+                    " ORDER BY last_heartbeat LIMIT ?",
+                    (cutoff_us, _bound(limit)),
+                )
+            ]
+            now = _to_us(utcnow())
+            for row in rows:
+                row.state = SessionState.FAILED
+                row.context = _json({**loads(row.context), "failure_reason": "heartbeat_timeout"})
+                row.version += 1
+                row.updated_at = now
+            conn.executemany(
+                "UPDATE sessions SET state = 'failed', context = ?, version = ?, updated_at = ?"
+                " WHERE session_id = ?",
+                [(row.context, row.version, now, row.session_id) for row in rows],
+            )
+            return [row.head() for row in rows]
+
+        return await self._write(body)
+
+    async def claim(self, session_id: str, owner: str, ttl: timedelta) -> Lease:
+        ttl_us = ttl // _US
+
+        def body(conn: sqlite3.Connection) -> Lease:
+            row = _live(conn, session_id)
+            now = _to_us(utcnow())
+            if row.lease_is_live(now) and row.lease_owner != owner:
+                raise LeaseHeld(f"session {session_id} is leased to {row.lease_owner!r}")
+            token, expires = row.lease_token + 1, now + ttl_us
+            conn.execute(
+                "UPDATE sessions SET lease_owner = ?, lease_token = ?, lease_expires_at = ?,"
+                " lease_ttl_us = ? WHERE session_id = ?",
+                (owner, token, expires, ttl_us, session_id),
+            )
+            return Lease(session_id, owner, token, _from_us(expires))
+
+        return await self._write(body)
+
+    async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
+        ttl_us = ttl // _US
+
+        def body(conn: sqlite3.Connection) -> Lease:
+            row = _live(conn, lease.session_id)
+            now = _to_us(utcnow())
+            row.check_fence(lease, now)
+            expires = now + ttl_us
+            conn.execute(
+                "UPDATE sessions SET lease_expires_at = ?, lease_ttl_us = ? WHERE session_id = ?",
+                (expires, ttl_us, lease.session_id),
+            )
+            return replace(lease, expires_at=_from_us(expires))
+
+        return await self._write(body)
+
+    async def release(self, lease: Lease) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            row = _live(conn, lease.session_id)
+            row.check_fence(lease, _to_us(utcnow()))
+            conn.execute(
+                "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE session_id = ?",
+                (lease.session_id,),
+            )
+
+        await self._write(body)
+
+    async def expire_leases(self, now: datetime, *, limit: int) -> list[Lease]:
+        now_us = _to_us(now)
+
+        def body(conn: sqlite3.Connection) -> list[Lease]:
+            expired = conn.execute(
+                "SELECT session_id, lease_owner, lease_token, lease_expires_at"
+                " FROM sessions INDEXED BY sessions_lease_expiry"
+                " WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?"
+                " ORDER BY lease_expires_at LIMIT ?",
+                (now_us, _bound(limit)),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE session_id = ?",
+                [(sid,) for sid, *_ in expired],
+            )
+            return [
+                Lease(sid, owner, token, _from_us(expires))
+                for sid, owner, token, expires in expired
+            ]
+
+        return await self._write(body)
+
+    async def current_lease(self, session_id: str) -> Lease | None:
+        def body(conn: sqlite3.Connection) -> Lease | None:
+            row = _live(conn, session_id)
+            if row.lease_owner is None or row.lease_expires_at is None:
+                return None
+            if not row.lease_is_live(_to_us(utcnow())):
+                return None
+            return Lease(
+                session_id, row.lease_owner, row.lease_token, _from_us(row.lease_expires_at)
+            )
+
+        return await self._read(body)

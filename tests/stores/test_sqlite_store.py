@@ -1,0 +1,377 @@
+"""SQLite-specific behaviour; the shared behaviour is covered by tests/contract."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import statistics
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agent_core
+from agent_core.errors import NotOpenError, SessionNotFound, StoreUnavailable
+from agent_core.sessions.session_models import AgentSession, SessionCheckpoint, SessionState
+from agent_core.stores.migrations import load_migrations
+from agent_core.stores.sqlite import SQLiteStore
+
+SRC = Path(agent_core.__file__).resolve().parents[1]
+MIGRATIONS = len(load_migrations("sqlite"))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(tmp_path / "store.db") as opened:
+        yield opened
+
+
+async def run_python(code: str, *args: str, timeout: float = 60) -> str:
+    """Run ``code`` in a fresh interpreter that imports this checkout; return its stdout."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        textwrap.dedent(code),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+def new_session(**kwargs: Any) -> AgentSession:
+    return AgentSession(agent_type="test", user_id="u1", **kwargs)
+
+
+# --- connection and file -------------------------------------------------------------------
+
+
+async def test_wal_mode_is_on(store: SQLiteStore, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "store.db") as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.url == f"sqlite:///{tmp_path / 'store.db'}"
+
+
+async def test_data_survives_reopening(tmp_path: Path) -> None:
+    session = new_session(context={"k": "v"})
+    async with SQLiteStore(tmp_path / "s.db") as first:
+        await first.create(session)
+        await first.append_checkpoint(session.session_id, SessionCheckpoint("step"))
+    async with SQLiteStore(tmp_path / "s.db") as second:
+        got = await second.get(session.session_id, window=10)
+    assert got is not None
+    assert got.context == {"k": "v"}
+    assert [cp.seq for cp in got.checkpoints] == [1]
+
+
+async def test_timestamps_round_trip_as_aware_utc_with_microseconds(store: SQLiteStore) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    created = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=plus_two)
+    beat = datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    session = new_session(created_at=created, last_heartbeat=beat)
+    session.checkpoints.append(SessionCheckpoint("first", timestamp=created))
+    await store.create(session)
+    got = await store.get(session.session_id, window=1)
+    assert got is not None
+    assert got.created_at == created
+    assert got.created_at.tzinfo is UTC
+    assert got.created_at.microsecond == 123456
+    assert got.last_heartbeat == beat
+    assert got.checkpoints[0].timestamp == created
+    assert got.checkpoints[0].timestamp.tzinfo is UTC
+
+
+async def test_use_before_open_or_after_close_raises_not_open(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    with pytest.raises(NotOpenError):
+        await store.get("00000000-0000-0000-0000-000000000000", window=1)
+    await store.open()
+    await store.close()
+    with pytest.raises(NotOpenError):
+        await store.create(new_session())
+    await store.close()  # closing twice is harmless
+
+
+async def test_corrupt_file_raises_store_unavailable_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not an SQLite database file" * 200)
+    with pytest.raises(StoreUnavailable):
+        await SQLiteStore(path).open()
+
+
+@pytest.mark.parametrize("where", ["missing-directory", "a-directory"])
+async def test_unopenable_path_raises_store_unavailable_at_open(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "no" / "such" / "dir" / "s.db" if where == "missing-directory" else tmp_path
+    with pytest.raises(StoreUnavailable):
+        await SQLiteStore(path).open()
+
+
+async def test_missing_schema_maps_to_store_unavailable(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "bare.db", create_schema=False) as store:
+        with pytest.raises(StoreUnavailable):
+            await store.create(new_session())
+        with pytest.raises(StoreUnavailable):
+            await store.get("00000000-0000-0000-0000-000000000000", window=1)
+
+
+# --- locking ---------------------------------------------------------------------------------
+
+
+async def test_locked_database_maps_to_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    async with SQLiteStore(path, busy_timeout=0.05) as store:
+        session = await store.create(new_session())
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.append_checkpoint(session.session_id, SessionCheckpoint("blocked"))
+            assert not caught.value.maybe_committed
+            with pytest.raises(StoreUnavailable):
+                await store.heartbeat(session.session_id, datetime.now(UTC))
+            # WAL readers are not blocked by the writer.
+            assert await store.get_version(session.session_id) == 1
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        result = await store.append_checkpoint(session.session_id, SessionCheckpoint("after"))
+        assert result.checkpoint.seq == 1
+        assert result.session.version == 2
+
+
+async def test_failed_write_changes_nothing(store: SQLiteStore) -> None:
+    session = await store.create(new_session(state=SessionState.ACTIVE))
+    await store.set_state(session.session_id, SessionState.COMPLETED)
+    stale = await store.get(session.session_id, window=0)
+    assert stale is not None
+    stale.state = SessionState.ACTIVE  # completed -> active is not allowed
+    with pytest.raises(Exception, match="cannot become"):
+        await store.update(stale, [SessionCheckpoint("never stored")])
+    after = await store.get(session.session_id, window=10)
+    assert after is not None
+    assert after.checkpoints == []
+    assert after.checkpoint_count == 0
+    assert after.version == stale.version
+    assert await store.list_checkpoints(session.session_id) == []
+
+
+# --- several processes on one file ---------------------------------------------------------
+
+WRITER = """
+    import asyncio, sys
+    from agent_core.sessions.session_models import AgentSession, SessionCheckpoint
+    from agent_core.stores.sqlite import SQLiteStore
+
+    async def main(path):
+        async with SQLiteStore(path) as store:
+            session = AgentSession(agent_type="child", user_id="u-child", context={"from": "child"})
+            await store.create(session)
+            for i in range(3):
+                checkpoint = SessionCheckpoint(f"c{i}", data={"i": i})
+                await store.append_checkpoint(session.session_id, checkpoint)
+            print(session.session_id)
+
+    asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_reads_what_another_process_wrote(store: SQLiteStore, tmp_path: Path) -> None:
+    session_id = (await run_python(WRITER, str(tmp_path / "store.db"))).strip()
+    got = await store.get(session_id, window=2)
+    assert got is not None
+    assert (got.agent_type, got.user_id, got.context) == ("child", "u-child", {"from": "child"})
+    assert got.version == 4
+    assert got.checkpoint_count == 3
+    assert [(cp.seq, cp.name, cp.data) for cp in got.checkpoints] == [
+        (2, "c1", {"i": 1}),
+        (3, "c2", {"i": 2}),
+    ]
+    trail = await store.list_checkpoints(session_id)
+    assert [cp.seq for cp in trail] == [1, 2, 3]
+    assert [s.session_id for s in await store.list_sessions(user_id="u-child")] == [session_id]
+
+
+APPENDER = """
+    import asyncio, os, sys, time
+    from pathlib import Path
+    from agent_core.sessions.session_models import SessionCheckpoint
+    from agent_core.stores.sqlite import SQLiteStore
+
+    async def main(path, session_id, tag, ready, go):
+        async with SQLiteStore(path) as store:
+            Path(ready).touch()
+            deadline = time.monotonic() + 30
+            while not os.path.exists(go) and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+            for i in range(200):
+                await store.append_checkpoint(
+                    session_id, SessionCheckpoint(f"{tag}-{i}", data={"tag": tag, "i": i})
+                )
+
+    asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_two_processes_appending_to_one_session_lose_nothing(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    session = await store.create(new_session())
+    go = tmp_path / "go"
+    ready = [tmp_path / "ready-a", tmp_path / "ready-b"]
+    children = [
+        asyncio.create_task(
+            run_python(
+                APPENDER, str(tmp_path / "store.db"), session.session_id, tag, str(flag), str(go)
+            )
+        )
+        for tag, flag in zip(["a", "b"], ready, strict=True)
+    ]
+    async with asyncio.timeout(60):
+        while not all(flag.exists() for flag in ready):
+            await asyncio.wait(children, timeout=0.01)
+            for child in children:
+                if child.done():
+                    child.result()  # a child that died early reports its stderr here
+    go.touch()
+    await asyncio.gather(*children)
+
+    trail = await store.list_checkpoints(session.session_id, limit=1000)
+    assert [cp.seq for cp in trail] == list(range(1, 401))
+    for tag in ("a", "b"):
+        # Each process's appends are stored in the order it made them.
+        assert [cp.data["i"] for cp in trail if cp.data["tag"] == tag] == list(range(200))
+    head = await store.get(session.session_id, window=0)
+    assert head is not None
+    assert head.checkpoint_count == 400
+    assert head.version == 401
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+def recorded_versions(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM agent_core_schema ORDER BY 1")]
+
+
+async def test_migrations_are_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    async with SQLiteStore(path) as store:
+        assert await store.migrate() == MIGRATIONS
+        assert await store.migrate() == MIGRATIONS
+    async with SQLiteStore(path) as again:
+        assert await again.migrate() == MIGRATIONS
+    assert recorded_versions(path) == list(range(1, MIGRATIONS + 1))
+
+
+async def test_migrate_before_open_and_without_create_schema(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = SQLiteStore(path, create_schema=False)
+    assert await store.migrate() == MIGRATIONS
+    async with store:
+        session = await store.create(new_session())
+        assert await store.get_version(session.session_id) == 1
+    assert recorded_versions(path) == list(range(1, MIGRATIONS + 1))
+
+
+MIGRATOR = """
+    import asyncio, sys
+    from agent_core.stores.sqlite import SQLiteStore
+
+    print(asyncio.run(SQLiteStore(sys.argv[1], create_schema=False).migrate()))
+"""
+
+
+async def test_concurrent_migrations_from_several_processes(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    outputs = await asyncio.gather(*(run_python(MIGRATOR, str(path)) for _ in range(4)))
+    assert [int(out) for out in outputs] == [MIGRATIONS] * 4
+    assert recorded_versions(path) == list(range(1, MIGRATIONS + 1))
+
+
+# --- cost ------------------------------------------------------------------------------------
+
+
+async def test_reads_and_appends_never_scan(store: SQLiteStore) -> None:
+    session = await store.create(new_session())
+    await store.update(session, [SessionCheckpoint(f"c{i}") for i in range(50)])
+    lease = await store.claim(session.session_id, "owner", timedelta(seconds=30))
+
+    statements: list[str] = []
+    # White-box: trace the statements the store's own connection runs.
+    executor, conn = store._executor, store._conn
+    assert executor is not None and conn is not None
+    executor.submit(conn.set_trace_callback, statements.append).result()
+    sid = session.session_id
+    await store.get(sid, window=5)
+    await store.get_version(sid)
+    await store.append_checkpoint(sid, SessionCheckpoint("k"), idempotency_key="key", fence=lease)
+    await store.append_checkpoint(sid, SessionCheckpoint("k"), idempotency_key="key")
+    await store.list_checkpoints(sid, after_seq=20, limit=10)
+    await store.list_sessions(user_id="u1")
+    await store.list_sessions(agent_type="test", after=sid)
+    await store.list_sessions(state=SessionState.PAUSED)
+    await store.sweep_stale(datetime.now(UTC) - timedelta(hours=1), limit=10)
+    await store.expire_leases(datetime.now(UTC), limit=10)
+    await store.heartbeat(sid, datetime.now(UTC), fence=lease)
+    await store.purge(user_id="nobody")
+    executor.submit(conn.set_trace_callback, None).result()
+
+    queries = [
+        s for s in dict.fromkeys(statements) if s.split()[0] in {"SELECT", "UPDATE", "DELETE"}
+    ]
+    assert len(queries) >= 10
+    for query in queries:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}")]
+        assert not any(step.startswith("SCAN") or "TEMP B-TREE" in step for step in plan), (
+            query,
+            plan,
+        )
+
+
+async def test_append_cost_does_not_grow_with_the_trail(store: SQLiteStore) -> None:
+    short = await store.create(new_session())
+    long = await store.create(new_session())
+    await store.update(short, [SessionCheckpoint("c", data={"i": i}) for i in range(10)])
+    await store.update(long, [SessionCheckpoint("c", data={"i": i}) for i in range(10_000)])
+
+    async def median_append(session_id: str) -> float:
+        times = []
+        for i in range(100):
+            started = time.perf_counter()
+            await store.append_checkpoint(session_id, SessionCheckpoint("x", data={"i": i}))
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    short_times, long_times = [], []
+    for _ in range(3):  # interleaved, so machine noise hits both alike
+        short_times.append(await median_append(short.session_id))
+        long_times.append(await median_append(long.session_id))
+    assert min(long_times) <= 1.5 * statistics.median(short_times)
+
+    window = await store.get(long.session_id, window=3)
+    assert window is not None
+    assert [cp.seq for cp in window.checkpoints] == [10_298, 10_299, 10_300]
+
+
+async def test_unknown_session_errors(store: SQLiteStore) -> None:
+    missing = "00000000-0000-0000-0000-000000000000"
+    assert await store.get(missing, window=1) is None
+    with pytest.raises(SessionNotFound):
+        await store.append_checkpoint(missing, SessionCheckpoint("x"))
+    with pytest.raises(SessionNotFound):
+        await store.list_checkpoints(missing)
