@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from agent_core import codec
 from agent_core.bus.base import EventBus, EventKind, SessionEvent
@@ -38,8 +38,6 @@ from agent_core.stores.memory import MemoryStore
 __all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _MAX_NAME = 256
 
@@ -132,6 +130,9 @@ class SessionManager:
         self._open_lock = asyncio.Lock()
         self._bus_generation = 0
         self._unsubscribe: Callable[[], None] | None = None
+        self._owed: dict[str, int] = {}
+        self._owed_overflow = False
+        self.max_owed_invalidations = 100_000
 
     # --- construction ------------------------------------------------------------------------
 
@@ -262,13 +263,39 @@ class SessionManager:
                 self.local._entries.clear()
         return bus.poll_is_complete and bus.healthy
 
-    async def _cache_call(self, what: str, call: Awaitable[T]) -> T | None:
+    def _cache_failed(self, what: str, exc: Exception) -> None:
+        self.stats[f"cache_errors.{what}"] += 1
+        logger.warning("cache %s failed, carrying on from the store: %s", what, exc)
+
+    def _owe(self, session_id: str, version: int) -> None:
+        """Remember an invalidation the shared cache did not take, to replay before reuse."""
+        if session_id not in self._owed and len(self._owed) >= self.max_owed_invalidations:
+            self._owed_overflow = True
+            return
+        self._owed[session_id] = max(version, self._owed.get(session_id, 0))
+
+    async def _shared_cache(self) -> SessionCache | None:
+        """The shared cache, once it has taken every invalidation this process owes it.
+
+        Until then it is not used at all, so this process never reads back an entry that a
+        write of its own made stale while the cache was unreachable.
+        """
+        cache = self.cache
+        if cache is None or not (self._owed or self._owed_overflow):
+            return cache
         try:
-            return await call
+            if self._owed_overflow:
+                await cache.clear()
+                self._owed.clear()
+                self._owed_overflow = False
+            for session_id, version in list(self._owed.items()):
+                await cache.invalidate(session_id, version)
+                if self._owed.get(session_id) == version:
+                    del self._owed[session_id]
         except CacheUnavailable as exc:
-            self.stats[f"cache_errors.{what}"] += 1
-            logger.warning("cache %s failed, carrying on from the store: %s", what, exc)
+            self._cache_failed("replay", exc)
             return None
+        return cache
 
     def _window(self, session: AgentSession) -> AgentSession:
         """A copy of ``session`` holding only the checkpoint window the store would return."""
@@ -279,14 +306,39 @@ class SessionManager:
         snapshot = self._window(session)
         if self.local is not None:
             self.local.put(snapshot)
-        if self.cache is not None:
-            await self._cache_call("set", self.cache.set(snapshot))
+        if self.cache is None:
+            return
+        cache = await self._shared_cache()
+        if cache is None:
+            # An older copy may still sit in the unreachable cache: it must go when it returns.
+            self._owe(session.session_id, session.version)
+            return
+        try:
+            await cache.set(snapshot)
+        except CacheUnavailable as exc:
+            self._cache_failed("set", exc)
+            self._owe(session.session_id, session.version)
 
     async def _forget(self, session_id: str, version: int) -> None:
         if self.local is not None:
             self.local.drop(session_id, version)
-        if self.cache is not None:
-            await self._cache_call("invalidate", self.cache.invalidate(session_id, version))
+        if self.cache is None:
+            return
+        cache = await self._shared_cache()
+        if cache is None:
+            self._owe(session_id, version)
+            return
+        try:
+            await cache.invalidate(session_id, version)
+        except CacheUnavailable as exc:
+            self._cache_failed("invalidate", exc)
+            self._owe(session_id, version)
+
+    async def _publish(self, event: SessionEvent) -> None:
+        try:
+            await self.bus.publish(event)
+        except CacheUnavailable as exc:
+            self._cache_failed("publish", exc)
 
     async def _announce(
         self, kind: EventKind, head: AgentSession, data: dict[str, Any] | None = None
@@ -300,7 +352,7 @@ class SessionManager:
             state=head.state.value,
             data=data or {},
         )
-        await self._cache_call("publish", self.bus.publish(event))
+        await self._publish(event)
 
     async def _changed(
         self, kind: EventKind, head: AgentSession, data: dict[str, Any] | None = None
@@ -359,8 +411,13 @@ class SessionManager:
                     self.stats["hits.local"] += 1
                     return hit
                 local.drop(session_id, hit.version + 1)
-        if self.cache is not None:
-            cached = await self._cache_call("get", self.cache.get(session_id))
+        cache = await self._shared_cache()
+        if cache is not None:
+            try:
+                cached = await cache.get(session_id)
+            except CacheUnavailable as exc:
+                self._cache_failed("get", exc)
+                cached = None
             if cached is not None:
                 self.stats["hits.shared"] += 1
                 if local is not None:
@@ -631,7 +688,7 @@ class SessionManager:
         if expired:
             data["expired"] = True
         event = SessionEvent(kind=kind, session_id=lease.session_id, version=0, data=data)
-        await self._cache_call("publish", self.bus.publish(event))
+        await self._publish(event)
 
     async def reap(
         self, max_age: timedelta = timedelta(hours=48), *, batch_size: int | None = None
