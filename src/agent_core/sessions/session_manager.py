@@ -669,6 +669,12 @@ class SessionManager:
         await self._announce_lease(EventKind.CLAIMED, lease)
         return lease
 
+    async def current_lease(self, session_id: str) -> Lease | None:
+        """The live lease on the session, or ``None`` (read-only)."""
+        codec.validate_session_id(session_id)
+        await self.open()
+        return await self.store.current_lease(session_id)
+
     async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
         if ttl <= timedelta(0):
             raise ValidationError("lease ttl must be positive")
