@@ -89,7 +89,7 @@ async def test_reference_constructor_with_redis_client_and_asyncpg_pool(
         await reference_workflow(manager)
         await manager.close()
         # The injected pool and client are the caller's: still open after close().
-        assert await pool.fetchval("SELECT count(*) FROM sessions") == 3
+        assert await pool.fetchval("SELECT count(*) FROM sessions") == 2
         keys = [k async for k in client.scan_iter(match="breakpilot:session:*")]
         assert keys
     finally:

@@ -401,10 +401,11 @@ async def test_cleanup_fails_only_stale_active_sessions_in_every_tier(
     await a.set_state(paused.session_id, "paused")
     for s in stale:  # warm the caches of the other manager
         assert (await b.get_session(s.session_id)) is not None
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
     fresh = await a.create_session("x")
 
-    assert await a.cleanup_stale_sessions(max_age=timedelta(seconds=0.04)) == 5
+    assert await a.cleanup_stale_sessions(max_age=timedelta(seconds=0.25)) == 5
+    assert await a.cleanup_stale_sessions(max_age=timedelta(seconds=0.25)) == 0
     for m in (a, b):
         for s in stale:
             got = await m.get_session(s.session_id)
@@ -415,7 +416,6 @@ async def test_cleanup_fails_only_stale_active_sessions_in_every_tier(
         got = await m.get_session(paused.session_id)
         assert got is not None and got.state is SessionState.PAUSED
     assert {s.session_id for s in await b.get_active_sessions()} == {fresh.session_id}
-    assert await a.cleanup_stale_sessions(max_age=timedelta(seconds=0.04)) == 0
 
 
 # --- bad input: a clear error, and nothing written ------------------------------------------

@@ -13,6 +13,7 @@ import random
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from agent_core.errors import AgentCoreError, InvalidTransition
@@ -64,6 +65,16 @@ async def mixed_writes(cfg: dict[str, Any]) -> None:
                 log(op=op, sid=sid, i=i, ok=False, error=type(exc).__name__)
                 await asyncio.sleep(0.02)
             out.flush()
+        barrier = cfg.get("final_read_barrier")
+        if barrier:
+            # Read every session only once every worker has stopped writing: these reads must
+            # all return what the store holds, whatever the caches went through.
+            Path(f"{barrier}.{worker}").touch()
+            while len(list(Path(barrier).parent.glob(Path(barrier).name + ".*"))) < cfg["workers"]:
+                await asyncio.sleep(0.05)
+            for sid in cfg["sessions"]:
+                got = await manager.get_session(sid)
+                log(op="final", sid=sid, ok=True, version=got.version if got else None)
     await manager.close()
 
 

@@ -1,0 +1,1193 @@
+"""PostgreSQL store on asyncpg: the shared, durable backend for many processes.
+
+Design notes:
+
+* Every write is **one SQL statement** (data-modifying CTEs where a session row and its
+  checkpoints change together), sent in autocommit mode: one round trip, one implicit
+  transaction, and the row lock taken by the ``UPDATE`` serializes concurrent writers of a
+  session. Only when a statement changes no row does a second, read-only query find out why
+  (not found, lease lost, version conflict, invalid transition, idempotent replay).
+* Checkpoint ``seq`` is ``checkpoint_count`` of the locked session row, so seqs are dense and an
+  append never reads the trail. Reads take the last ``window`` checkpoints by primary-key range.
+* JSON travels as text produced and parsed by orjson (asyncpg's built-in ``jsonb`` codec passes
+  ``str`` through), so an injected pool needs no codec setup (it must not install a ``jsonb``
+  codec of its own that expects Python objects).
+* PostgreSQL cannot store U+0000 in text or jsonb; strings containing it are stored through a
+  reversible escape (see ``_esc``), so every string round-trips as in the other stores.
+* Every session write is a statement whose row lock on ``sessions`` orders it; sweeps and lease
+  expiry lock with ``SKIP LOCKED``, so concurrent sweepers split the work.
+* Driver errors never escape: connection failures and timeouts become ``StoreUnavailable``
+  (``maybe_committed`` only when the write statement had been sent and no answer came back),
+  and a connection that failed at the protocol level is terminated, never returned to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+from agent_core.errors import (
+    AgentCoreError,
+    ConfigurationError,
+    ConflictError,
+    LeaseHeld,
+    LeaseLost,
+    MissingDependency,
+    NotOpenError,
+    SessionNotFound,
+    StoreUnavailable,
+    ValidationError,
+)
+from agent_core.sessions.session_models import (
+    AgentSession,
+    Lease,
+    SessionCheckpoint,
+    SessionState,
+    utcnow,
+)
+from agent_core.stores.base import AppendResult, SessionStore
+from agent_core.stores.migrations import load_migrations
+
+__all__ = ["PostgresStore"]
+
+_T = TypeVar("_T")
+
+# pg_advisory_xact_lock key serializing migrations across processes ("agentcor" in ASCII).
+_MIGRATION_LOCK = 0x6167656E74636F72
+_MIGRATION_TIMEOUT = 60.0
+_BIGINT_MAX = 2**63 - 1
+_MICROSECOND = timedelta(microseconds=1)
+# A deadlock or serialization failure rolled the statement back: it is safe to run it again.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+_MAX_ATTEMPTS = 3
+# admin_shutdown, crash_shutdown, cannot_connect_now: the backend is going away or not there.
+_SERVER_GONE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+_HEAD_COLUMNS = (
+    "session_id",
+    "agent_type",
+    "user_id",
+    "state",
+    "context",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "last_heartbeat",
+    "version",
+    "checkpoint_count",
+)
+_HEAD = ", ".join(_HEAD_COLUMNS)
+_S_HEAD = ", ".join(f"s.{c}" for c in _HEAD_COLUMNS)
+_LEASE = "lease_owner, lease_token, lease_expires_at"
+
+# $F is the fence token (NULL: unfenced), $T the instant the lease must still be live at.
+_FENCE = (
+    "({f}::bigint IS NULL OR (lease_token = {f} AND lease_owner IS NOT NULL "
+    "AND lease_expires_at > {t}))"
+)
+
+# Sources from which each state may be reached, passed as an array so the transition rule is
+# checked against the stored state inside the UPDATE itself.
+_SOURCES: dict[SessionState, list[str]] = {
+    target: [s.value for s in SessionState if s.can_become(target)] for target in SessionState
+}
+
+_SQL_CREATE = f"""
+INSERT INTO sessions (session_id, agent_type, user_id, state, context, metadata, created_at,
+                      updated_at, last_heartbeat, version, checkpoint_count)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, 1, 0)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING {_HEAD}
+"""
+
+_SQL_CREATE_WITH_CHECKPOINTS = f"""
+WITH s AS (
+    INSERT INTO sessions (session_id, agent_type, user_id, state, context, metadata, created_at,
+                          updated_at, last_heartbeat, version, checkpoint_count)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, 1, cardinality($10::text[]))
+    ON CONFLICT (session_id) DO NOTHING
+    RETURNING {_HEAD}
+), c AS (
+    INSERT INTO checkpoints (session_id, seq, name, data, ts)
+    SELECT s.session_id, u.ord, u.name, u.data, u.ts
+    FROM s, unnest($10::text[], $11::jsonb[], $12::timestamptz[])
+            WITH ORDINALITY AS u(name, data, ts, ord)
+)
+SELECT {_HEAD} FROM s
+"""
+
+_SQL_GET = f"""
+SELECT {_S_HEAD},
+       ARRAY(SELECT ROW(c.seq, c.name, c.data, c.ts)
+             FROM checkpoints c
+             WHERE c.session_id = s.session_id AND c.seq > s.checkpoint_count - $2
+             ORDER BY c.seq) AS cps
+FROM sessions s
+WHERE s.session_id = $1 AND s.state <> 'deleted'
+"""
+
+_SQL_GET_VERSION = "SELECT version FROM sessions WHERE session_id = $1 AND state <> 'deleted'"
+
+_SQL_PROBE = f"SELECT state, version, {_LEASE} FROM sessions WHERE session_id = $1"
+
+_UPDATE_SET = """
+    UPDATE sessions
+       SET state = $3, context = $4::jsonb, metadata = $5::jsonb, last_heartbeat = $6,
+           checkpoint_count = checkpoint_count + $7, version = version + 1, updated_at = $8
+     WHERE session_id = $1 AND version = $2 AND state <> 'deleted'
+       AND (state = $3 OR state = ANY($9::text[]))
+       AND {fence}
+""".format(fence=_FENCE.format(f="$10", t="$8"))
+
+_SQL_UPDATE = f"{_UPDATE_SET} RETURNING {_HEAD}"
+
+_SQL_UPDATE_WITH_CHECKPOINTS = f"""
+WITH s AS ({_UPDATE_SET} RETURNING {_HEAD}
+), c AS (
+    INSERT INTO checkpoints (session_id, seq, name, data, ts)
+    SELECT s.session_id, s.checkpoint_count - $7 + u.ord, u.name, u.data, u.ts
+    FROM s, unnest($11::text[], $12::jsonb[], $13::timestamptz[])
+            WITH ORDINALITY AS u(name, data, ts, ord)
+)
+SELECT {_HEAD} FROM s
+"""
+
+# The common path of an append: bump the head and insert the checkpoint in one statement. A
+# reused idempotency key or a lost fence makes it change nothing; a concurrent first use of the
+# same key makes it fail on the unique index. Either way the caller then classifies.
+_SQL_APPEND = """
+WITH s AS (
+    UPDATE sessions
+       SET checkpoint_count = checkpoint_count + 1, version = version + 1, updated_at = $2
+     WHERE session_id = $1 AND state <> 'deleted'
+       AND {fence}
+       AND ($6::text IS NULL OR NOT EXISTS (
+               SELECT 1 FROM checkpoints k WHERE k.session_id = $1 AND k.idempotency_key = $6))
+    RETURNING {head}
+), c AS (
+    INSERT INTO checkpoints (session_id, seq, name, data, ts, idempotency_key)
+    SELECT s.session_id, s.checkpoint_count, $3, $4::jsonb, $5, $6 FROM s
+)
+SELECT {head} FROM s
+""".format(fence=_FENCE.format(f="$7", t="$2"), head=_HEAD)
+
+_SQL_APPEND_PROBE = f"""
+SELECT {_S_HEAD}, s.lease_owner, s.lease_token, s.lease_expires_at,
+       k.seq AS k_seq, k.name AS k_name, k.data AS k_data, k.ts AS k_ts
+FROM sessions s
+LEFT JOIN checkpoints k ON k.session_id = s.session_id AND k.idempotency_key = $2
+WHERE s.session_id = $1
+"""
+
+_SQL_HEARTBEAT = """
+UPDATE sessions
+   SET last_heartbeat = $2, version = version + 1, updated_at = $3,
+       lease_expires_at = CASE
+           WHEN $4::bigint IS NOT NULL AND lease_ttl_us IS NOT NULL
+           THEN $2 + lease_ttl_us * interval '1 microsecond'
+           ELSE lease_expires_at END
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+RETURNING {head}
+""".format(fence=_FENCE.format(f="$4", t="$2"), head=_HEAD)
+
+_SQL_PATCH_CONTEXT = """
+UPDATE sessions
+   SET context = agent_core_merge_patch(context, $2::jsonb), version = version + 1,
+       updated_at = $3
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+RETURNING {head}
+""".format(fence=_FENCE.format(f="$4", t="$3"), head=_HEAD)
+
+_SQL_SET_STATE = """
+UPDATE sessions
+   SET state = $2,
+       context = CASE WHEN $3::text IS NULL THEN context
+                      ELSE context || jsonb_build_object('failure_reason', $3::text) END,
+       version = version + 1, updated_at = $4
+ WHERE session_id = $1 AND state <> 'deleted' AND state = ANY($5::text[]) AND {fence}
+RETURNING {head}
+""".format(fence=_FENCE.format(f="$6", t="$4"), head=_HEAD)
+
+_SQL_DELETE = """
+UPDATE sessions
+   SET state = 'deleted', lease_owner = NULL, lease_expires_at = NULL,
+       version = version + 1, updated_at = $2
+ WHERE session_id = $1 AND state <> 'deleted'
+"""
+
+_SQL_PURGE_SESSION = "DELETE FROM sessions WHERE session_id = $1"
+_SQL_PURGE_USER = "DELETE FROM sessions WHERE user_id = $1"
+_SQL_PURGE_BOTH = "DELETE FROM sessions WHERE session_id = $1 AND user_id = $2"
+
+_SQL_LIST_CHECKPOINTS = """
+SELECT ARRAY(SELECT ROW(c.seq, c.name, c.data, c.ts)
+             FROM checkpoints c
+             WHERE c.session_id = s.session_id AND c.seq > $2
+             ORDER BY c.seq
+             LIMIT $3) AS cps
+FROM sessions s
+WHERE s.session_id = $1 AND s.state <> 'deleted'
+"""
+
+# SKIP LOCKED: a session another sweeper (or writer) holds is left for the next sweep, so two
+# sweepers never fail the same session. The locking read re-checks the WHERE clause against the
+# newest row version, so a heartbeat that commits first saves its session.
+_SQL_SWEEP = f"""
+WITH doomed AS (
+    SELECT session_id FROM sessions
+     WHERE state = 'active' AND last_heartbeat < $1
+     ORDER BY last_heartbeat
+     LIMIT $2
+       FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE sessions s
+   SET state = 'failed',
+       context = s.context || '{{"failure_reason": "heartbeat_timeout"}}'::jsonb,
+       version = s.version + 1, updated_at = $3
+  FROM doomed
+ WHERE s.session_id = doomed.session_id
+RETURNING {_S_HEAD}
+"""
+
+_SQL_EXPIRE_LEASES = """
+WITH doomed AS (
+    SELECT session_id, lease_owner, lease_token, lease_expires_at FROM sessions
+     WHERE lease_owner IS NOT NULL AND lease_expires_at <= $1
+     ORDER BY lease_expires_at
+     LIMIT $2
+       FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE sessions s
+   SET lease_owner = NULL, lease_expires_at = NULL
+  FROM doomed
+ WHERE s.session_id = doomed.session_id
+RETURNING doomed.session_id, doomed.lease_owner, doomed.lease_token, doomed.lease_expires_at
+"""
+
+_SQL_CLAIM = """
+UPDATE sessions
+   SET lease_token = lease_token + 1, lease_owner = $2, lease_expires_at = $4,
+       lease_ttl_us = $5
+ WHERE session_id = $1 AND state <> 'deleted'
+   AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= $3
+        OR lease_owner = $2)
+RETURNING lease_token
+"""
+
+_SQL_RENEW = """
+UPDATE sessions
+   SET lease_expires_at = $4, lease_ttl_us = $5
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+RETURNING lease_token
+""".format(fence=_FENCE.format(f="$2", t="$3"))
+
+_SQL_RELEASE = """
+UPDATE sessions
+   SET lease_owner = NULL, lease_expires_at = NULL
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+RETURNING lease_token
+""".format(fence=_FENCE.format(f="$2", t="$3"))
+
+_SQL_CURRENT_LEASE = f"SELECT state, {_LEASE} FROM sessions WHERE session_id = $1"
+
+_SQL_SCHEMA_TABLE = """
+CREATE TABLE IF NOT EXISTS agent_core_schema (
+    version     integer     PRIMARY KEY,
+    name        text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:
+        raise MissingDependency(
+            "PostgresStore needs the asyncpg driver: pip install 'agent-core[postgres]'"
+        ) from exc
+    return asyncpg
+
+
+def _redact(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostinfo = netloc.rpartition("@")
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            netloc = f"{userinfo}@{hostinfo}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode(
+                [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+            )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", dsn)
+
+
+# PostgreSQL text and jsonb cannot hold U+0000, which Python and JSON strings may. Strings pass
+# through an injective escape that removes it: U+FDD0 (a noncharacter, reserved for internal
+# use) becomes U+FDD0 "1" and U+0000 becomes U+FDD0 "0". Strings with neither character, that is
+# practically all of them, are stored unchanged, and a substring test is all they cost.
+_ESC = "\ufdd0"
+_ESC_NUL = _ESC + "0"
+_ESC_ESC = _ESC + "1"
+
+
+def _esc(text: str) -> str:
+    if "\x00" not in text and _ESC not in text:
+        return text
+    return text.replace(_ESC, _ESC_ESC).replace("\x00", _ESC_NUL)
+
+
+def _unesc(text: str) -> str:
+    if _ESC not in text:
+        return text
+    return text.replace(_ESC_NUL, "\x00").replace(_ESC_ESC, _ESC)
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {fn(k): _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    # orjson writes U+0000 as the escape \u0000 and U+FDD0 as itself.
+    if "\\u0000" in text or _ESC in text:
+        text = orjson.dumps(_map_strings(value, _esc)).decode()
+    return text
+
+
+def _loads(value: Any) -> Any:
+    if not isinstance(value, str):
+        # An injected pool with its own jsonb codec hands values over decoded.
+        return value
+    decoded = orjson.loads(value)
+    return _map_strings(decoded, _unesc) if _ESC in value else decoded
+
+
+def _opt_esc(text: str | None) -> str | None:
+    return None if text is None else _esc(text)
+
+
+def _opt_unesc(text: str | None) -> str | None:
+    return None if text is None else _unesc(text)
+
+
+def _micros(ttl: timedelta) -> int:
+    return ttl // _MICROSECOND
+
+
+def _clamp(value: int) -> int:
+    return max(-_BIGINT_MAX, min(value, _BIGINT_MAX))
+
+
+def _head(row: Any) -> AgentSession:
+    return AgentSession(
+        agent_type=_unesc(row["agent_type"]),
+        user_id=_unesc(row["user_id"]),
+        session_id=row["session_id"],
+        state=SessionState(row["state"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_heartbeat=row["last_heartbeat"],
+        context=_loads(row["context"]),
+        checkpoints=[],
+        metadata=_loads(row["metadata"]),
+        version=row["version"],
+        checkpoint_count=row["checkpoint_count"],
+    )
+
+
+def _checkpoints(items: Any) -> list[SessionCheckpoint]:
+    return [
+        SessionCheckpoint(name=_unesc(name), timestamp=ts, data=_loads(data), seq=seq)
+        for seq, name, data, ts in items
+    ]
+
+
+def _fence_is_live(row: Any, fence: Lease | None, at: datetime) -> bool:
+    if fence is None:
+        return True
+    return (
+        row["lease_token"] == fence.token
+        and row["lease_owner"] is not None
+        and row["lease_expires_at"] is not None
+        and row["lease_expires_at"] > at
+    )
+
+
+def _lease_lost(fence: Lease) -> LeaseLost:
+    return LeaseLost(f"lease token {fence.token} on session {fence.session_id} is no longer live")
+
+
+def _checkpoint_arrays(
+    checkpoints: Sequence[SessionCheckpoint],
+) -> tuple[list[str], list[str], list[datetime]]:
+    return (
+        [_esc(cp.name) for cp in checkpoints],
+        [_dumps(cp.data) for cp in checkpoints],
+        [cp.timestamp for cp in checkpoints],
+    )
+
+
+def _terminate(conn: Any) -> None:
+    """Drop a pooled connection's socket so the pool reconnects instead of reusing it."""
+    # A connection the server closed has already gone back to the pool as closed; its proxy
+    # refuses further calls, and nothing is left to drop.
+    with contextlib.suppress(Exception):
+        conn.terminate()
+
+
+async def _no_reset(connection: Any) -> None:
+    """Skip asyncpg's per-release reset query (a round trip on every operation): this store
+    leaves no session state behind, and asyncpg still rolls back a transaction left open."""
+
+
+class _Attempt:
+    """What one attempt of an operation has done, to tell a lost request from a lost reply."""
+
+    __slots__ = ("write_sent",)
+
+    def __init__(self) -> None:
+        self.write_sent = False
+
+
+class PostgresStore(SessionStore):
+    """Sessions in PostgreSQL through an asyncpg pool.
+
+    ``PostgresStore(dsn, ...)`` creates (and ``close()`` closes) its own pool;
+    ``PostgresStore.with_pool(pool)`` uses an existing pool and leaves it open on ``close()``.
+    Every operation, pool acquisition included, is bounded by ``command_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        command_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        create_schema: bool = True,
+        schema: str | None = None,
+    ) -> None:
+        self._asyncpg = _import_asyncpg()
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise ConfigurationError(f"schema name {schema!r} is not a plain SQL identifier")
+        if command_timeout <= 0 or connect_timeout <= 0:
+            raise ConfigurationError("command_timeout and connect_timeout must be positive")
+        if min_size < 0 or max_size < 1 or min_size > max_size:
+            raise ConfigurationError(f"bad pool sizes: min_size={min_size}, max_size={max_size}")
+        # SQLAlchemy-style URLs (postgresql+asyncpg://) name the driver; asyncpg wants it gone.
+        self._dsn = re.sub(r"^(postgres(?:ql)?)\+[A-Za-z0-9_]+://", r"\1://", dsn)
+        self.url = _redact(dsn)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._command_timeout = float(command_timeout)
+        self._connect_timeout = float(connect_timeout)
+        self._create_schema = create_schema
+        self._schema = schema
+        self._injected: Any = None
+        self._open_lock = asyncio.Lock()
+        self._pool: Any = None
+        self._list_sql: dict[tuple[SessionState | None, bool, bool, bool], str] = {}
+
+    @classmethod
+    def with_pool(
+        cls, pool: Any, *, create_schema: bool = True, command_timeout: float = 5.0
+    ) -> PostgresStore:
+        """A store on an existing asyncpg pool, which ``close()`` leaves open."""
+        connect_args = getattr(pool, "_connect_args", None) or [None]
+        dsn = connect_args[0] if isinstance(connect_args[0], str) else "postgresql://"
+        store = cls(dsn, create_schema=create_schema, command_timeout=command_timeout)
+        store._injected = pool
+        return store
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        # Two tasks opening at once must not each create a pool (one would leak).
+        async with self._open_lock:
+            if self._pool is not None:
+                return
+            if self._injected is not None:
+                self._pool = self._injected
+            else:
+                self._pool = await self._create_pool()
+            if self._create_schema:
+                try:
+                    await self.migrate()
+                except BaseException:
+                    await self.close()
+                    raise
+
+    async def _create_pool(self) -> Any:
+        settings = {
+            "application_name": "agent-core",
+            # The server gives up when the client does, so a statement abandoned on timeout does
+            # not go on holding row locks.
+            "statement_timeout": str(max(1, round(self._command_timeout * 1000))),
+        }
+        if self._schema is not None:
+            settings["search_path"] = f'"{self._schema}"'
+        options: dict[str, Any] = {
+            "min_size": self._min_size,
+            "max_size": self._max_size,
+            "command_timeout": self._command_timeout,
+            "timeout": self._connect_timeout,
+            "server_settings": settings,
+        }
+        if "reset" in inspect.signature(self._asyncpg.create_pool).parameters:
+            options["reset"] = _no_reset
+        attempt = _Attempt()
+        try:
+            async with asyncio.timeout(self._connect_timeout + self._command_timeout):
+                return await self._asyncpg.create_pool(self._dsn, **options)
+        except Exception as exc:
+            raise self._translate(exc, attempt, "connect") from exc
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None or pool is self._injected:
+            return
+        try:
+            async with asyncio.timeout(self._command_timeout):
+                await pool.close()
+        except Exception:
+            # A dead server cannot take a graceful goodbye; drop the sockets instead.
+            pool.terminate()
+
+    async def migrate(self) -> int:
+        migrations = load_migrations("postgres")
+        schema = self._schema
+
+        async def body(conn: Any, attempt: _Attempt) -> int:
+            while True:
+                attempt.write_sent = False
+                async with conn.transaction():
+                    # A migration may outlast the per-statement timeout of ordinary operations.
+                    await conn.execute("SET LOCAL statement_timeout = 0")
+                    # Serializes concurrent migrators; the version is read under the lock, so
+                    # each migration is applied exactly once.
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock($1)",
+                        _MIGRATION_LOCK,
+                        timeout=_MIGRATION_TIMEOUT,
+                    )
+                    if schema is not None:
+                        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    await conn.execute(_SQL_SCHEMA_TABLE)
+                    current = int(
+                        await conn.fetchval(
+                            "SELECT coalesce(max(version), 0) FROM agent_core_schema"
+                        )
+                    )
+                    pending = [m for m in migrations if m.version > current]
+                    if not pending:
+                        return current
+                    migration = pending[0]
+                    await conn.execute(migration.sql, timeout=_MIGRATION_TIMEOUT)
+                    await conn.execute(
+                        "INSERT INTO agent_core_schema (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+                    # Leaving the block sends COMMIT: from here on a lost reply leaves the
+                    # outcome unknown.
+                    attempt.write_sent = True
+
+        return await self._run(
+            body, "migrate", timeout=max(self._command_timeout, _MIGRATION_TIMEOUT)
+        )
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        body: Callable[[Any, _Attempt], Awaitable[_T]],
+        what: str,
+        *,
+        timeout: float | None = None,
+    ) -> _T:
+        pool = self._pool
+        if pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self._command_timeout)
+        tries = 0
+        while True:
+            tries += 1
+            attempt = _Attempt()
+            conn: Any = None
+            try:
+                async with asyncio.timeout_at(deadline):
+                    conn = await pool.acquire()
+                    result = await body(conn, attempt)
+            except AgentCoreError:
+                if conn is not None:
+                    await self._release(pool, conn)
+                raise
+            except Exception as exc:
+                if conn is not None:
+                    if self._breaks_connection(exc):
+                        _terminate(conn)
+                        if not isinstance(exc, TimeoutError):
+                            # A lost connection usually means a restarted or failed-over server:
+                            # its idle siblings are dead too, so have the pool replace them all
+                            # on their next use instead of failing one operation per socket.
+                            await pool.expire_connections()
+                    await self._release(pool, conn)
+                if tries < _MAX_ATTEMPTS and self._retryable(exc, attempt):
+                    continue
+                raise self._translate(exc, attempt, what) from exc
+            except BaseException:
+                # Cancelled from outside: the connection may be mid-protocol.
+                if conn is not None:
+                    _terminate(conn)
+                    await self._release(pool, conn)
+                raise
+            await self._release(pool, conn)
+            return result
+
+    async def _release(self, pool: Any, conn: Any) -> None:
+        try:
+            await pool.release(conn, timeout=self._command_timeout)
+        except Exception:
+            # asyncpg terminates a connection it fails to reset; nothing is left to undo.
+            _terminate(conn)
+
+    def _breaks_connection(self, exc: BaseException) -> bool:
+        """Whether the connection can no longer be trusted to be idle and in sync."""
+        pg = self._asyncpg
+        if isinstance(exc, pg.PostgresConnectionError):
+            return True
+        if getattr(exc, "sqlstate", None) in _SERVER_GONE_SQLSTATES:
+            return True
+        # A server error response leaves the connection in a known state; anything else
+        # (a timeout, a dropped socket, a driver fault) may leave it mid-protocol.
+        return not isinstance(exc, pg.PostgresError)
+
+    def _retryable(self, exc: BaseException, attempt: _Attempt) -> bool:
+        pg = self._asyncpg
+        if getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+            return True
+        if attempt.write_sent or isinstance(exc, TimeoutError):
+            return False
+        if isinstance(exc, OSError | pg.ClientConfigurationError):
+            # Refused or misconfigured at connect time: another try would fail the same way.
+            return False
+        # A pooled connection the server closed while it sat idle fails on first use; nothing
+        # was written, so a fresh connection may succeed.
+        return self._breaks_connection(exc)
+
+    def _translate(self, exc: BaseException, attempt: _Attempt, what: str) -> AgentCoreError:
+        pg = self._asyncpg
+        where = f"PostgreSQL {what} ({self.url})"
+        if isinstance(exc, TimeoutError):
+            limit = self._connect_timeout if what == "connect" else self._command_timeout
+            return StoreUnavailable(
+                f"{where}: no answer within {limit:g}s", maybe_committed=attempt.write_sent
+            )
+        if isinstance(exc, pg.ClientConfigurationError):
+            return ConfigurationError(f"{where}: {exc}")
+        if isinstance(exc, OSError | pg.PostgresConnectionError | pg.InterfaceError):
+            return StoreUnavailable(
+                f"{where}: connection failed: {exc}", maybe_committed=attempt.write_sent
+            )
+        if isinstance(exc, pg.PostgresError):
+            sqlstate = getattr(exc, "sqlstate", "") or ""
+            if sqlstate in ("57P01", "57P02"):
+                # The server was shutting down: it may have committed before telling us.
+                return StoreUnavailable(
+                    f"{where}: server shut down: {exc}", maybe_committed=attempt.write_sent
+                )
+            if sqlstate.startswith("22"):
+                return ValidationError(f"{where}: PostgreSQL cannot store this value: {exc}")
+            if sqlstate == "23505":
+                return ConflictError(f"{where}: {exc}")
+            if sqlstate.startswith("42") or sqlstate.startswith("3F"):
+                return ConfigurationError(
+                    f"{where}: {exc} (is the schema migrated? see PostgresStore.migrate())"
+                )
+            # Every other error response means the statement, and so the write, was rejected.
+            return StoreUnavailable(f"{where}: {exc}")
+        return StoreUnavailable(
+            f"{where}: unexpected driver error: {exc!r}", maybe_committed=attempt.write_sent
+        )
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def create(self, session: AgentSession) -> AgentSession:
+        now = utcnow()
+        args: list[Any] = [
+            session.session_id,
+            _esc(session.agent_type),
+            _esc(session.user_id),
+            session.state.value,
+            _dumps(session.context),
+            _dumps(session.metadata),
+            session.created_at,
+            now,
+            session.last_heartbeat,
+        ]
+        if session.checkpoints:
+            sql = _SQL_CREATE_WITH_CHECKPOINTS
+            args.extend(_checkpoint_arrays(session.checkpoints))
+        else:
+            sql = _SQL_CREATE
+
+        async def body(conn: Any, attempt: _Attempt) -> AgentSession:
+            attempt.write_sent = True
+            row = await conn.fetchrow(sql, *args)
+            if row is None:
+                raise ConflictError(f"session {session.session_id} already exists")
+            return _head(row)
+
+        return await self._run(body, "create")
+
+    async def get(self, session_id: str, *, window: int) -> AgentSession | None:
+        async def body(conn: Any, attempt: _Attempt) -> AgentSession | None:
+            # Bounded so that checkpoint_count - window cannot overflow a bigint.
+            row = await conn.fetchrow(_SQL_GET, session_id, min(max(window, 0), _BIGINT_MAX // 2))
+            if row is None:
+                return None
+            session = _head(row)
+            session.checkpoints = _checkpoints(row["cps"]) if window > 0 else []
+            return session
+
+        return await self._run(body, "get")
+
+    async def get_version(self, session_id: str) -> int | None:
+        async def body(conn: Any, attempt: _Attempt) -> int | None:
+            version = await conn.fetchval(_SQL_GET_VERSION, session_id)
+            return None if version is None else int(version)
+
+        return await self._run(body, "get_version")
+
+    async def update(
+        self,
+        session: AgentSession,
+        new_checkpoints: Sequence[SessionCheckpoint],
+        *,
+        fence: Lease | None = None,
+    ) -> AgentSession:
+        now = utcnow()
+        args: list[Any] = [
+            session.session_id,
+            session.version,
+            session.state.value,
+            _dumps(session.context),
+            _dumps(session.metadata),
+            session.last_heartbeat,
+            len(new_checkpoints),
+            now,
+            _SOURCES[session.state],
+            None if fence is None else fence.token,
+        ]
+        if new_checkpoints:
+            sql = _SQL_UPDATE_WITH_CHECKPOINTS
+            args.extend(_checkpoint_arrays(new_checkpoints))
+        else:
+            sql = _SQL_UPDATE
+
+        async def body(conn: Any, attempt: _Attempt) -> AgentSession:
+            attempt.write_sent = True
+            row = await conn.fetchrow(sql, *args)
+            attempt.write_sent = False
+            if row is not None:
+                return _head(row)
+            probe = await conn.fetchrow(_SQL_PROBE, session.session_id)
+            if probe is None or probe["state"] == SessionState.DELETED.value:
+                raise SessionNotFound(session.session_id)
+            if fence is not None and not _fence_is_live(probe, fence, now):
+                raise _lease_lost(fence)
+            if probe["version"] != session.version:
+                raise ConflictError(
+                    f"session {session.session_id} is at version {probe['version']}, "
+                    f"the update was based on version {session.version}"
+                )
+            stored = SessionState(probe["state"])
+            if stored is not session.state:
+                stored.check_transition(session.state)
+            # Nothing explains the miss but a change that has come and gone meanwhile.
+            raise ConflictError(f"session {session.session_id} changed during the update")
+
+        return await self._run(body, "update")
+
+    async def append_checkpoint(
+        self,
+        session_id: str,
+        checkpoint: SessionCheckpoint,
+        *,
+        idempotency_key: str | None = None,
+        fence: Lease | None = None,
+    ) -> AppendResult:
+        data = _dumps(checkpoint.data)
+        name = _esc(checkpoint.name)
+        key = _opt_esc(idempotency_key)
+        token = None if fence is None else fence.token
+        unique_violation = self._asyncpg.UniqueViolationError
+
+        async def body(conn: Any, attempt: _Attempt) -> AppendResult:
+            for _ in range(_MAX_ATTEMPTS):
+                now = utcnow()
+                attempt.write_sent = True
+                try:
+                    row = await conn.fetchrow(
+                        _SQL_APPEND,
+                        session_id,
+                        now,
+                        name,
+                        data,
+                        checkpoint.timestamp,
+                        key,
+                        token,
+                    )
+                except unique_violation:
+                    # A concurrent append with the same key won the race; it is now a replay.
+                    row = None
+                attempt.write_sent = False
+                if row is not None:
+                    head = _head(row)
+                    stored = SessionCheckpoint(
+                        name=checkpoint.name,
+                        timestamp=checkpoint.timestamp,
+                        data=_loads(data),
+                        seq=head.checkpoint_count,
+                    )
+                    return AppendResult(stored, head, created=True)
+                probe = await conn.fetchrow(_SQL_APPEND_PROBE, session_id, key)
+                if probe is None or probe["state"] == SessionState.DELETED.value:
+                    raise SessionNotFound(session_id)
+                if fence is not None and not _fence_is_live(probe, fence, now):
+                    raise _lease_lost(fence)
+                if probe["k_seq"] is not None:
+                    replay = SessionCheckpoint(
+                        name=_unesc(probe["k_name"]),
+                        timestamp=probe["k_ts"],
+                        data=_loads(probe["k_data"]),
+                        seq=probe["k_seq"],
+                    )
+                    return AppendResult(replay, _head(probe), created=False)
+                # The session was replaced between the two statements: append again.
+            raise ConflictError(f"session {session_id} kept changing during the append")
+
+        return await self._run(body, "append_checkpoint")
+
+    async def heartbeat(
+        self, session_id: str, at: datetime, *, fence: Lease | None = None
+    ) -> AgentSession:
+        return await self._write_head(
+            "heartbeat",
+            _SQL_HEARTBEAT,
+            (session_id, at, utcnow(), None if fence is None else fence.token),
+            session_id,
+            fence,
+            at,
+        )
+
+    async def patch_context(
+        self, session_id: str, changes: dict[str, Any], *, fence: Lease | None = None
+    ) -> AgentSession:
+        now = utcnow()
+        return await self._write_head(
+            "patch_context",
+            _SQL_PATCH_CONTEXT,
+            (session_id, _dumps(changes), now, None if fence is None else fence.token),
+            session_id,
+            fence,
+            now,
+        )
+
+    async def set_state(
+        self,
+        session_id: str,
+        state: SessionState,
+        *,
+        reason: str | None = None,
+        fence: Lease | None = None,
+    ) -> AgentSession:
+        now = utcnow()
+        failure_reason = reason if state is SessionState.FAILED else None
+        return await self._write_head(
+            "set_state",
+            _SQL_SET_STATE,
+            (
+                session_id,
+                state.value,
+                _opt_esc(failure_reason),
+                now,
+                _SOURCES[state],
+                None if fence is None else fence.token,
+            ),
+            session_id,
+            fence,
+            now,
+            target=state,
+        )
+
+    async def _write_head(
+        self,
+        what: str,
+        sql: str,
+        args: Sequence[Any],
+        session_id: str,
+        fence: Lease | None,
+        fence_at: datetime,
+        *,
+        target: SessionState | None = None,
+    ) -> AgentSession:
+        """Run a one-row ``UPDATE ... RETURNING head``; explain a miss with a second read."""
+
+        async def body(conn: Any, attempt: _Attempt) -> AgentSession:
+            for _ in range(_MAX_ATTEMPTS):
+                attempt.write_sent = True
+                row = await conn.fetchrow(sql, *args)
+                attempt.write_sent = False
+                if row is not None:
+                    return _head(row)
+                probe = await conn.fetchrow(_SQL_PROBE, session_id)
+                if probe is None or probe["state"] == SessionState.DELETED.value:
+                    raise SessionNotFound(session_id)
+                if fence is not None and not _fence_is_live(probe, fence, fence_at):
+                    raise _lease_lost(fence)
+                if target is not None:
+                    SessionState(probe["state"]).check_transition(target)
+                # Another writer changed the row between the statement and the probe (the
+                # state we could not leave is gone): an atomic write tries again.
+            raise ConflictError(f"session {session_id} kept changing during {what}")
+
+        return await self._run(body, what)
+
+    async def delete(self, session_id: str) -> bool:
+        now = utcnow()
+
+        async def body(conn: Any, attempt: _Attempt) -> bool:
+            attempt.write_sent = True
+            status = await conn.execute(_SQL_DELETE, session_id, now)
+            return bool(status == "UPDATE 1")
+
+        return await self._run(body, "delete")
+
+    async def purge(self, *, session_id: str | None = None, user_id: str | None = None) -> int:
+        if session_id is None and user_id is None:
+            if self._pool is None:
+                raise NotOpenError("PostgresStore used before open() or after close()")
+            return 0
+        args: tuple[Any, ...]
+        if session_id is not None and user_id is not None:
+            sql, args = _SQL_PURGE_BOTH, (session_id, _esc(user_id))
+        elif session_id is not None:
+            sql, args = _SQL_PURGE_SESSION, (session_id,)
+        else:
+            sql, args = _SQL_PURGE_USER, (_opt_esc(user_id),)
+
+        async def body(conn: Any, attempt: _Attempt) -> int:
+            attempt.write_sent = True
+            status = await conn.execute(sql, *args)
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._run(body, "purge")
+
+    # --- listing ---------------------------------------------------------------------------
+
+    async def list_checkpoints(
+        self, session_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[SessionCheckpoint]:
+        async def body(conn: Any, attempt: _Attempt) -> list[SessionCheckpoint]:
+            row = await conn.fetchrow(
+                _SQL_LIST_CHECKPOINTS, session_id, _clamp(max(after_seq, 0)), _clamp(max(limit, 0))
+            )
+            if row is None:
+                raise SessionNotFound(session_id)
+            return _checkpoints(row["cps"])
+
+        return await self._run(body, "list_checkpoints")
+
+    def _list_query(
+        self, state: SessionState | None, agent_type: bool, user_id: bool, after: bool
+    ) -> str:
+        key = (state, agent_type, user_id, after)
+        sql = self._list_sql.get(key)
+        if sql is None:
+            # The state is spelled out, not a parameter, so the planner can match the partial
+            # indexes (WHERE state = 'active') even with a cached generic plan.
+            where = [
+                "state <> 'deleted'" if state is None else f"state = '{state.value}'",
+            ]
+            args = 1
+            if agent_type:
+                where.append(f"agent_type = ${args}")
+                args += 1
+            if user_id:
+                where.append(f"user_id = ${args}")
+                args += 1
+            if after:
+                where.append(f"session_id > ${args}")
+                args += 1
+            sql = (
+                f"SELECT {_HEAD} FROM sessions WHERE {' AND '.join(where)} "
+                f"ORDER BY session_id LIMIT ${args}"
+            )
+            self._list_sql[key] = sql
+        return sql
+
+    async def list_sessions(
+        self,
+        *,
+        state: SessionState | None = SessionState.ACTIVE,
+        agent_type: str | None = None,
+        user_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[AgentSession]:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        if state is SessionState.DELETED or limit <= 0:
+            return []
+        sql = self._list_query(
+            state, agent_type is not None, user_id is not None, after is not None
+        )
+        args: list[Any] = [_esc(v) for v in (agent_type, user_id) if v is not None]
+        if after is not None:
+            args.append(after)
+        args.append(_clamp(limit))
+
+        async def body(conn: Any, attempt: _Attempt) -> list[AgentSession]:
+            rows = await conn.fetch(sql, *args)
+            return [_head(row) for row in rows]
+
+        return await self._run(body, "list_sessions")
+
+    # --- liveness --------------------------------------------------------------------------
+
+    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[AgentSession]:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        if limit <= 0:
+            return []
+        now = utcnow()
+
+        async def body(conn: Any, attempt: _Attempt) -> list[AgentSession]:
+            attempt.write_sent = True
+            rows = await conn.fetch(_SQL_SWEEP, cutoff, _clamp(limit), now)
+            return [_head(row) for row in rows]
+
+        return await self._run(body, "sweep_stale")
+
+    async def claim(self, session_id: str, owner: str, ttl: timedelta) -> Lease:
+        async def body(conn: Any, attempt: _Attempt) -> Lease:
+            for _ in range(_MAX_ATTEMPTS):
+                now = utcnow()
+                expires_at = now + ttl
+                attempt.write_sent = True
+                token = await conn.fetchval(
+                    _SQL_CLAIM, session_id, _esc(owner), now, expires_at, _micros(ttl)
+                )
+                attempt.write_sent = False
+                if token is not None:
+                    return Lease(session_id, owner, int(token), expires_at)
+                probe = await conn.fetchrow(_SQL_CURRENT_LEASE, session_id)
+                if probe is None or probe["state"] == SessionState.DELETED.value:
+                    raise SessionNotFound(session_id)
+                holder = _opt_unesc(probe["lease_owner"])
+                expires = probe["lease_expires_at"]
+                if holder is not None and holder != owner and expires is not None and expires > now:
+                    raise LeaseHeld(f"session {session_id} is leased to {holder!r}")
+                # The lease was released or expired between the two statements: claim again.
+            raise LeaseHeld(f"session {session_id} kept changing hands during the claim")
+
+        return await self._run(body, "claim")
+
+    async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
+        now = utcnow()
+        expires_at = now + ttl
+
+        async def body(conn: Any, attempt: _Attempt) -> Lease:
+            attempt.write_sent = True
+            token = await conn.fetchval(
+                _SQL_RENEW, lease.session_id, lease.token, now, expires_at, _micros(ttl)
+            )
+            attempt.write_sent = False
+            if token is not None:
+                return Lease(lease.session_id, lease.owner, lease.token, expires_at)
+            await self._raise_not_live(conn, lease)
+
+        return await self._run(body, "renew")
+
+    async def release(self, lease: Lease) -> None:
+        now = utcnow()
+
+        async def body(conn: Any, attempt: _Attempt) -> None:
+            attempt.write_sent = True
+            token = await conn.fetchval(_SQL_RELEASE, lease.session_id, lease.token, now)
+            attempt.write_sent = False
+            if token is None:
+                await self._raise_not_live(conn, lease)
+
+        await self._run(body, "release")
+
+    @staticmethod
+    async def _raise_not_live(conn: Any, lease: Lease) -> NoReturn:
+        probe = await conn.fetchrow(_SQL_CURRENT_LEASE, lease.session_id)
+        if probe is None or probe["state"] == SessionState.DELETED.value:
+            raise SessionNotFound(lease.session_id)
+        raise _lease_lost(lease)
+
+    async def expire_leases(self, now: datetime, *, limit: int) -> list[Lease]:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        if limit <= 0:
+            return []
+
+        async def body(conn: Any, attempt: _Attempt) -> list[Lease]:
+            attempt.write_sent = True
+            rows = await conn.fetch(_SQL_EXPIRE_LEASES, now, _clamp(limit))
+            return [
+                Lease(
+                    r["session_id"],
+                    _unesc(r["lease_owner"]),
+                    r["lease_token"],
+                    r["lease_expires_at"],
+                )
+                for r in rows
+            ]
+
+        return await self._run(body, "expire_leases")
+
+    async def current_lease(self, session_id: str) -> Lease | None:
+        async def body(conn: Any, attempt: _Attempt) -> Lease | None:
+            row = await conn.fetchrow(_SQL_CURRENT_LEASE, session_id)
+            if row is None or row["state"] == SessionState.DELETED.value:
+                raise SessionNotFound(session_id)
+            owner = _opt_unesc(row["lease_owner"])
+            expires = row["lease_expires_at"]
+            if owner is None or expires is None or expires <= utcnow():
+                return None
+            return Lease(session_id, owner, row["lease_token"], expires)
+
+        return await self._run(body, "current_lease")

@@ -1,0 +1,935 @@
+"""PostgreSQL-specific behaviour of ``PostgresStore`` against a real server.
+
+The shared contract suite (tests/contract) covers what every store must do; this module covers
+what only PostgreSQL can get wrong: migrations under concurrency, the schema and its indexes,
+SKIP LOCKED sweeps, outages and reconnects, injected pools, and a differential run against
+``MemoryStore``, the reference implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_core.errors import (
+    AgentCoreError,
+    ConfigurationError,
+    ConflictError,
+    NotOpenError,
+    StoreUnavailable,
+    ValidationError,
+)
+from agent_core.sessions.session_models import (
+    AgentSession,
+    Lease,
+    SessionCheckpoint,
+    SessionState,
+    utcnow,
+)
+from agent_core.stores.base import AppendResult, SessionStore
+from agent_core.stores.memory import MemoryStore
+
+asyncpg = pytest.importorskip("asyncpg")
+
+try:
+    from tests.servers.postgres import ENV_URL, PostgresServer, server_for_tests
+except ModuleNotFoundError:  # the repository root is not on sys.path without a root conftest
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.servers.postgres import ENV_URL, PostgresServer, server_for_tests
+
+from agent_core.stores.postgres import PostgresStore  # noqa: E402
+
+pytestmark = pytest.mark.postgres
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    server = server_for_tests()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def _private_server() -> Iterator[PostgresServer]:
+    if os.environ.get(ENV_URL):
+        pytest.skip(f"fault tests need a private server ({ENV_URL} is set)")
+    # Crash tests need commits to reach the OS before they are acknowledged; fsync stays off
+    # because a killed process, unlike a crashed host, leaves the page cache intact.
+    server = PostgresServer(settings={"synchronous_commit": "on"}, use_env=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def fault_server(_private_server: PostgresServer) -> PostgresServer:
+    """A private server that a test may stop, kill or pause; running when the test starts."""
+    with contextlib.suppress(Exception):
+        _private_server.resume()
+    _private_server.start()
+    return _private_server
+
+
+def _fresh_database(server: PostgresServer) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = server.create_database(name)
+    try:
+        yield dsn
+    finally:
+        if server.running:
+            # A test may leave the server down; close() wipes the directory anyway.
+            with contextlib.suppress(Exception):
+                server.drop_database(name)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PostgresServer) -> Iterator[str]:
+    yield from _fresh_database(pg_server)
+
+
+@pytest.fixture
+async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
+    async with PostgresStore(pg_dsn) as opened:
+        yield opened
+
+
+async def _connect(dsn: str) -> Any:
+    return await asyncpg.connect(dsn)
+
+
+def _session(**overrides: Any) -> AgentSession:
+    fields: dict[str, Any] = {"agent_type": "researcher", "user_id": "user-1"}
+    fields.update(overrides)
+    return AgentSession(**fields)
+
+
+# --- migrations and schema -----------------------------------------------------------------
+
+
+async def test_migrate_is_idempotent(store: PostgresStore, pg_dsn: str) -> None:
+    assert await store.migrate() == 1
+    assert await store.migrate() == 1
+    conn = await _connect(pg_dsn)
+    try:
+        rows = await conn.fetch("SELECT version, name FROM agent_core_schema")
+    finally:
+        await conn.close()
+    assert [(r["version"], r["name"]) for r in rows] == [(1, "init")]
+
+
+async def test_concurrent_migrations_all_succeed(pg_dsn: str) -> None:
+    stores = [PostgresStore(pg_dsn, create_schema=False, min_size=1) for _ in range(4)]
+    for s in stores:
+        await s.open()
+    try:
+        versions = await asyncio.gather(*(s.migrate() for s in stores))
+        assert versions == [1, 1, 1, 1]
+        created = await stores[0].create(_session())
+        assert created.version == 1
+    finally:
+        for s in stores:
+            await s.close()
+    conn = await _connect(pg_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM agent_core_schema") == 1
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_open_with_create_schema(pg_dsn: str) -> None:
+    stores = [PostgresStore(pg_dsn, min_size=1) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        heads = await asyncio.gather(*(s.create(_session()) for s in stores))
+        assert all(h.version == 1 for h in heads)
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+_EXPECTED_COLUMNS = {
+    "agent_core_schema": {
+        "version": "integer",
+        "name": "text",
+        "applied_at": "timestamp with time zone",
+    },
+    "sessions": {
+        "session_id": "text",
+        "agent_type": "text",
+        "user_id": "text",
+        "state": "text",
+        "context": "jsonb",
+        "metadata": "jsonb",
+        "created_at": "timestamp with time zone",
+        "updated_at": "timestamp with time zone",
+        "last_heartbeat": "timestamp with time zone",
+        "version": "bigint",
+        "checkpoint_count": "bigint",
+        "lease_owner": "text",
+        "lease_token": "bigint",
+        "lease_expires_at": "timestamp with time zone",
+        "lease_ttl_us": "bigint",
+    },
+    "checkpoints": {
+        "session_id": "text",
+        "seq": "bigint",
+        "name": "text",
+        "data": "jsonb",
+        "ts": "timestamp with time zone",
+        "idempotency_key": "text",
+    },
+}
+
+_EXPECTED_INDEXES = {
+    "agent_core_schema_pkey": "(version)",
+    "sessions_pkey": "(session_id)",
+    "checkpoints_pkey": "(session_id, seq)",
+    "checkpoints_idempotency_key": (
+        "(session_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)"
+    ),
+    "sessions_active_by_user": "(user_id, session_id) WHERE (state = 'active'::text)",
+    "sessions_active_by_agent_type": "(agent_type, session_id) WHERE (state = 'active'::text)",
+    "sessions_by_state": "(state, session_id)",
+    "sessions_by_user": "(user_id, session_id)",
+    "sessions_stale": "(last_heartbeat) WHERE (state = 'active'::text)",
+    "sessions_leases": "(lease_expires_at) WHERE (lease_owner IS NOT NULL)",
+}
+
+
+async def _schema_snapshot(
+    dsn: str, schema: str = "public"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    conn = await _connect(dsn)
+    try:
+        columns = await conn.fetch(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = $1",
+            schema,
+        )
+        indexes = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1", schema
+        )
+    finally:
+        await conn.close()
+    tables: dict[str, dict[str, str]] = {}
+    for row in columns:
+        tables.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
+    found = {row["indexname"]: row["indexdef"].split(" USING btree ", 1)[1] for row in indexes}
+    return tables, found
+
+
+async def test_schema_has_expected_tables_and_indexes(store: PostgresStore, pg_dsn: str) -> None:
+    tables, indexes = await _schema_snapshot(pg_dsn)
+    assert tables == _EXPECTED_COLUMNS
+    assert indexes == _EXPECTED_INDEXES
+    conn = await _connect(pg_dsn)
+    try:
+        # ORDER BY session_id must sort like Python strings, whatever the database collation.
+        collations = await conn.fetch(
+            "SELECT table_name, collation_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND column_name = 'session_id'"
+        )
+        assert {r["collation_name"] for r in collations} == {"C"}
+        cascade = await conn.fetchval(
+            "SELECT confdeltype::text FROM pg_constraint WHERE conrelid = 'checkpoints'::regclass "
+            "AND contype = 'f'"
+        )
+        assert cascade == "c"
+    finally:
+        await conn.close()
+
+
+async def test_schema_option_keeps_tables_in_their_own_schema(pg_dsn: str) -> None:
+    async with PostgresStore(pg_dsn, schema="tenant_a") as tenant:
+        head = await tenant.create(_session())
+        await tenant.patch_context(head.session_id, {"a": {"b": 1}})
+        again = await tenant.get(head.session_id, window=5)
+        assert again is not None and again.context == {"a": {"b": 1}}
+    tables, indexes = await _schema_snapshot(pg_dsn, "tenant_a")
+    assert tables == _EXPECTED_COLUMNS
+    assert set(indexes) == set(_EXPECTED_INDEXES)
+    public_tables, _ = await _schema_snapshot(pg_dsn, "public")
+    assert public_tables == {}
+
+
+# --- query plans ---------------------------------------------------------------------------
+
+
+async def _fill(dsn: str, sessions: int, checkpoints_per_session: int) -> None:
+    conn = await _connect(dsn)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO sessions (session_id, agent_type, user_id, state, context, metadata,
+                                  created_at, updated_at, last_heartbeat, version,
+                                  checkpoint_count)
+            SELECT gen_random_uuid()::text, 'agent-' || (i % 7), 'user-' || (i % 500),
+                   (ARRAY['active', 'paused', 'completed', 'failed'])[1 + i % 4],
+                   '{}', '{}', now(), now(), now() - (i % 100) * interval '1 minute', 1, $2
+            FROM generate_series(1, $1) AS i
+            """,
+            sessions,
+            checkpoints_per_session,
+        )
+        await conn.execute(
+            """
+            INSERT INTO checkpoints (session_id, seq, name, data, ts)
+            SELECT s.session_id, g, 'step', '{}', now()
+            FROM sessions s, generate_series(1, s.checkpoint_count) AS g
+            """
+        )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def _plan(dsn: str, sql: str, *args: Any, generic: bool = False) -> str:
+    conn = await _connect(dsn)
+    try:
+        if generic:
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+        rows = await conn.fetch("EXPLAIN " + sql, *args)
+    finally:
+        await conn.close()
+    return "\n".join(r[0] for r in rows)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+async def test_listing_active_sessions_of_a_user_uses_an_index(
+    store: PostgresStore, pg_dsn: str, generic: bool
+) -> None:
+    await _fill(pg_dsn, 5000, 0)
+    sql = store._list_query(SessionState.ACTIVE, False, True, True)
+    plan = await _plan(pg_dsn, sql, "user-7", "", 100, generic=generic)
+    assert "Seq Scan" not in plan, plan
+    assert "sessions_active_by_user" in plan, plan
+
+
+async def test_listing_by_agent_type_and_state_uses_indexes(
+    store: PostgresStore, pg_dsn: str
+) -> None:
+    await _fill(pg_dsn, 5000, 0)
+    by_agent = store._list_query(SessionState.ACTIVE, True, False, False)
+    plan = await _plan(pg_dsn, by_agent, "agent-3", 100, generic=True)
+    assert "Seq Scan" not in plan and "sessions_active_by_agent_type" in plan, plan
+    by_state = store._list_query(SessionState.PAUSED, False, False, True)
+    plan = await _plan(pg_dsn, by_state, "", 100, generic=True)
+    assert "Seq Scan" not in plan and "sessions_by_state" in plan, plan
+    any_state = store._list_query(None, False, True, False)
+    plan = await _plan(pg_dsn, any_state, "user-9", 100, generic=True)
+    assert "Seq Scan" not in plan and "sessions_by_user" in plan, plan
+
+
+async def test_reading_a_session_reads_only_its_window(store: PostgresStore, pg_dsn: str) -> None:
+    from agent_core.stores import postgres as pg_module
+
+    await _fill(pg_dsn, 300, 50)
+    conn = await _connect(pg_dsn)
+    try:
+        sid = await conn.fetchval("SELECT session_id FROM sessions LIMIT 1")
+    finally:
+        await conn.close()
+    plan = await _plan(pg_dsn, pg_module._SQL_GET, sid, 10, generic=True)
+    assert "Seq Scan" not in plan, plan
+    assert "checkpoints_pkey" in plan and "sessions_pkey" in plan, plan
+    head = await store.get(sid, window=10)
+    assert head is not None
+    assert [cp.seq for cp in head.checkpoints] == list(range(41, 51))
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+
+async def test_concurrent_sweepers_never_process_a_session_twice(pg_dsn: str) -> None:
+    now = utcnow()
+    old = now - timedelta(hours=2)
+    async with (
+        PostgresStore(pg_dsn, min_size=1) as first,
+        PostgresStore(pg_dsn, min_size=1, create_schema=False) as second,
+    ):
+        stale = set()
+        for i in range(300):
+            head = await first.create(_session(last_heartbeat=old, user_id=f"u{i % 10}"))
+            stale.add(head.session_id)
+        fresh = [(await first.create(_session(last_heartbeat=now))).session_id for _ in range(20)]
+        paused = await first.create(_session(last_heartbeat=old))
+        await first.set_state(paused.session_id, SessionState.PAUSED)
+
+        async def sweeper(store: PostgresStore) -> list[str]:
+            seen: list[str] = []
+            while True:
+                batch = await store.sweep_stale(now - timedelta(hours=1), limit=7)
+                if not batch:
+                    return seen
+                assert len(batch) <= 7
+                for head in batch:
+                    assert head.state is SessionState.FAILED
+                    assert head.context["failure_reason"] == "heartbeat_timeout"
+                    assert head.checkpoints == []
+                seen.extend(h.session_id for h in batch)
+
+        results = await asyncio.gather(sweeper(first), sweeper(second), sweeper(first))
+        swept = [sid for batch in results for sid in batch]
+        assert len(swept) == len(set(swept)), "a session was swept twice"
+        assert set(swept) == stale
+        for sid in fresh:
+            kept = await first.get(sid, window=0)
+            assert kept is not None and kept.state is SessionState.ACTIVE
+        again = await first.get(paused.session_id, window=0)
+        assert again is not None and again.state is SessionState.PAUSED
+
+
+async def test_concurrent_expire_leases_are_disjoint(pg_dsn: str) -> None:
+    async with (
+        PostgresStore(pg_dsn, min_size=1) as first,
+        PostgresStore(pg_dsn, min_size=1, create_schema=False) as second,
+    ):
+        expired = set()
+        for _ in range(60):
+            head = await first.create(_session())
+            await first.claim(head.session_id, "worker", timedelta(seconds=-1))
+            expired.add(head.session_id)
+        live = await first.create(_session())
+        await first.claim(live.session_id, "worker", timedelta(hours=1))
+
+        async def expirer(store: PostgresStore) -> list[Lease]:
+            out: list[Lease] = []
+            while batch := await store.expire_leases(utcnow(), limit=5):
+                out.extend(batch)
+            return out
+
+        a, b = await asyncio.gather(expirer(first), expirer(second))
+        ids = [lease.session_id for lease in a + b]
+        assert len(ids) == len(set(ids))
+        assert set(ids) == expired
+        assert await first.current_lease(live.session_id) is not None
+
+
+async def test_concurrent_appends_get_dense_seqs(store: PostgresStore) -> None:
+    head = await store.create(_session())
+    results = await asyncio.gather(
+        *(
+            store.append_checkpoint(head.session_id, SessionCheckpoint(f"step-{i}"))
+            for i in range(50)
+        )
+    )
+    assert sorted(r.checkpoint.seq or 0 for r in results) == list(range(1, 51))
+    assert sorted(r.session.version for r in results) == list(range(2, 52))
+    trail = await store.list_checkpoints(head.session_id, limit=100)
+    assert [cp.seq for cp in trail] == list(range(1, 51))
+
+
+async def test_concurrent_retries_with_one_idempotency_key_store_once(
+    store: PostgresStore,
+) -> None:
+    head = await store.create(_session())
+    results = await asyncio.gather(
+        *(
+            store.append_checkpoint(
+                head.session_id, SessionCheckpoint("pay", data={"n": i}), idempotency_key="k"
+            )
+            for i in range(20)
+        )
+    )
+    created = [r for r in results if r.created]
+    assert len(created) == 1
+    assert {r.checkpoint.seq for r in results} == {1}
+    assert {r.checkpoint.data["n"] for r in results} == {created[0].checkpoint.data["n"]}
+    final = await store.get(head.session_id, window=5)
+    assert final is not None and final.version == 2 and final.checkpoint_count == 1
+
+
+async def test_concurrent_compare_and_set_has_one_winner(store: PostgresStore) -> None:
+    head = await store.create(_session())
+    read = await store.get(head.session_id, window=0)
+    assert read is not None
+
+    async def attempt(i: int) -> str:
+        mine = AgentSession(**{**asdict(read), "checkpoints": [], "context": {"who": i}})
+        try:
+            await store.update(mine, [SessionCheckpoint(f"by-{i}")])
+        except ConflictError:
+            return "conflict"
+        return "won"
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(10)))
+    assert outcomes.count("won") == 1
+    final = await store.get(head.session_id, window=5)
+    assert final is not None and final.version == 2 and final.checkpoint_count == 1
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+async def test_driver_errors_are_translated(store: PostgresStore, pg_dsn: str) -> None:
+    head = await store.create(_session())
+    with pytest.raises(ConflictError):
+        await store.create(_session(session_id=head.session_id))
+    # A lone surrogate cannot be encoded as UTF-8: rejected, nothing written.
+    with pytest.raises(ValidationError):
+        await store.append_checkpoint(head.session_id, SessionCheckpoint("bad\ud800name"))
+    after = await store.get(head.session_id, window=5)
+    assert after is not None and after.version == 1 and after.checkpoint_count == 0
+
+    unmigrated = PostgresStore(pg_dsn, create_schema=False, schema="nowhere")
+    await unmigrated.open()
+    try:
+        with pytest.raises(ConfigurationError):
+            await unmigrated.get(head.session_id, window=1)
+    finally:
+        await unmigrated.close()
+
+
+_AWKWARD = ["nul\x00", "\x00", "\ufdd0", "\ufdd00", "\ufdd01\x00", "\\u0000", "x\ufdd0\ufdd0y"]
+
+
+async def test_strings_postgresql_cannot_hold_round_trip(store: PostgresStore) -> None:
+    """PostgreSQL text and jsonb reject U+0000; the store escapes it (and its escape character)
+    so that every Python string round-trips, as it does in the other stores."""
+    for text in _AWKWARD:
+        context = {text: [text, {text: text}], "plain": text}
+        head = await store.create(
+            _session(agent_type=text, user_id=text, context=context, metadata={text: 1})
+        )
+        added = await store.append_checkpoint(
+            head.session_id, SessionCheckpoint(text, data=context), idempotency_key=text
+        )
+        replay = await store.append_checkpoint(
+            head.session_id, SessionCheckpoint("other"), idempotency_key=text
+        )
+        assert not replay.created and replay.checkpoint == added.checkpoint
+        patched = await store.patch_context(head.session_id, {text: None, "more": {text: text}})
+        assert patched.context == {"plain": text, "more": {text: text}}
+        lease = await store.claim(head.session_id, text, timedelta(seconds=30))
+        assert lease.owner == text
+        current = await store.current_lease(head.session_id)
+        assert current is not None and current.owner == text
+        failed = await store.set_state(head.session_id, SessionState.FAILED, reason=text)
+        assert failed.context["failure_reason"] == text
+        got = await store.get(head.session_id, window=5)
+        assert got is not None
+        assert (got.agent_type, got.user_id, got.metadata) == (text, text, {text: 1})
+        assert [cp.name for cp in got.checkpoints] == [text]
+        assert got.checkpoints[0].data == context
+        listed = await store.list_sessions(state=None, agent_type=text, user_id=text)
+        assert [s.session_id for s in listed] == [head.session_id]
+        assert await store.purge(user_id=text) == 1
+
+
+async def test_extreme_arguments_behave_like_memory(store: PostgresStore) -> None:
+    head = await store.create(_session())
+    for i in range(3):
+        await store.append_checkpoint(head.session_id, SessionCheckpoint(f"s{i}"))
+    for window, seqs in ((-(2**70), []), (-1, []), (0, []), (2, [2, 3]), (2**70, [1, 2, 3])):
+        got = await store.get(head.session_id, window=window)
+        assert got is not None and [cp.seq for cp in got.checkpoints] == seqs, window
+    for after_seq, limit, seqs in (
+        (-5, 2, [1, 2]),
+        (2**70, 5, []),
+        (1, -3, []),
+        (0, 2**70, [1, 2, 3]),
+    ):
+        listed = await store.list_checkpoints(head.session_id, after_seq=after_seq, limit=limit)
+        assert [cp.seq for cp in listed] == seqs
+    assert await store.sweep_stale(utcnow(), limit=0) == []
+    assert await store.expire_leases(utcnow(), limit=-1) == []
+    assert await store.list_sessions(state=SessionState.DELETED) == []
+    assert [s.session_id for s in await store.list_sessions(limit=2**70)] == [head.session_id]
+
+
+async def test_use_before_open_and_after_close(pg_dsn: str) -> None:
+    unopened = PostgresStore(pg_dsn)
+    with pytest.raises(NotOpenError):
+        await unopened.get(str(uuid.uuid4()), window=1)
+    async with PostgresStore(pg_dsn) as s:
+        pass
+    with pytest.raises(NotOpenError):
+        await s.list_sessions()
+
+
+async def test_unreachable_server_on_open() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        await PostgresStore(
+            f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres", connect_timeout=1
+        ).open()
+    assert time.monotonic() - started < 3
+    assert not info.value.maybe_committed
+    assert "hunter2" not in str(info.value)
+
+
+def test_url_hides_the_password() -> None:
+    store = PostgresStore("postgresql://alice:s3cret@db.example:5432/app?sslmode=require")
+    assert store.url == "postgresql://alice:***@db.example:5432/app?sslmode=require"
+    assert "s3cret" not in repr(store)
+    other = PostgresStore("postgresql://alice@db/app?password=s3cret&application_name=x")
+    assert "s3cret" not in other.url and "application_name=x" in other.url
+
+
+def test_bad_schema_name_is_rejected() -> None:
+    with pytest.raises(ConfigurationError):
+        PostgresStore("postgresql://localhost/app", schema='x"; DROP TABLE sessions; --')
+
+
+async def test_with_pool_leaves_the_pool_open(pg_dsn: str) -> None:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    try:
+        store = PostgresStore.with_pool(pool)
+        async with store:
+            head = await store.create(_session())
+            result = await store.append_checkpoint(head.session_id, SessionCheckpoint("a"))
+            assert result.checkpoint.seq == 1
+        assert not pool.is_closing()
+        assert await pool.fetchval("SELECT count(*) FROM checkpoints") == 1
+        with pytest.raises(NotOpenError):
+            await store.get(head.session_id, window=1)
+        # The same pool serves a new store: the schema is already there.
+        async with PostgresStore.with_pool(pool, create_schema=False) as again:
+            fetched = await again.get(head.session_id, window=1)
+            assert fetched is not None and fetched.checkpoint_count == 1
+    finally:
+        await pool.close()
+
+
+# --- outages -------------------------------------------------------------------------------
+
+
+def _operations(store: PostgresStore, sid: str) -> dict[str, Callable[[], Any]]:
+    return {
+        "create": lambda: store.create(_session()),
+        "append": lambda: store.append_checkpoint(sid, SessionCheckpoint("x")),
+        "append-idem": lambda: store.append_checkpoint(
+            sid, SessionCheckpoint("x"), idempotency_key="idem"
+        ),
+        "heartbeat": lambda: store.heartbeat(sid, utcnow()),
+        "patch": lambda: store.patch_context(sid, {"a": 1}),
+        "set_state": lambda: store.set_state(sid, SessionState.PAUSED),
+        "claim": lambda: store.claim(sid, "w", timedelta(seconds=30)),
+        "sweep": lambda: store.sweep_stale(utcnow(), limit=10),
+        "expire": lambda: store.expire_leases(utcnow(), limit=10),
+        "delete": lambda: store.delete(sid),
+        "purge": lambda: store.purge(user_id="nobody"),
+        "get": lambda: store.get(sid, window=5),
+        "list": lambda: store.list_sessions(),
+    }
+
+
+async def _assert_all_unavailable(
+    store: PostgresStore,
+    sid: str,
+    timeout: float,
+    *,
+    maybe_committed: bool | None = False,
+    only: tuple[str, ...] | None = None,
+) -> None:
+    for name, op in _operations(store, sid).items():
+        if only is not None and name not in only:
+            continue
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as info:
+            await op()
+        elapsed = time.monotonic() - started
+        assert elapsed < timeout + 1, f"{name} took {elapsed:.2f}s"
+        if maybe_committed is not None:
+            assert info.value.maybe_committed is maybe_committed, name
+
+
+async def _state(store: PostgresStore, sid: str) -> AgentSession:
+    head = await store.get(sid, window=1000)
+    assert head is not None
+    assert head.checkpoint_count == len(head.checkpoints)
+    assert [cp.seq for cp in head.checkpoints] == list(range(1, head.checkpoint_count + 1))
+    return head
+
+
+@pytest.mark.faults
+async def test_server_stopped_then_restarted(fault_server: PostgresServer) -> None:
+    dsn = fault_server.create_database()
+    async with PostgresStore(dsn, command_timeout=1.0, connect_timeout=1.0) as store:
+        head = await store.create(_session())
+        await store.append_checkpoint(head.session_id, SessionCheckpoint("before"))
+        before = await _state(store, head.session_id)
+
+        fault_server.stop("fast")
+        await asyncio.sleep(0.2)  # let the pool see its connections close
+        await _assert_all_unavailable(store, head.session_id, 1.0)
+
+        fault_server.start()
+        after = await _state(store, head.session_id)
+        assert after.version == before.version, "a failed write was committed"
+        result = await store.append_checkpoint(head.session_id, SessionCheckpoint("after"))
+        assert result.checkpoint.seq == before.checkpoint_count + 1
+
+
+@pytest.mark.faults
+async def test_server_restarted_between_operations(fault_server: PostgresServer) -> None:
+    dsn = fault_server.create_database()
+    async with PostgresStore(dsn, min_size=3, command_timeout=2.0) as store:
+        head = await store.create(_session())
+        for _ in range(3):
+            fault_server.restart()
+            # No pause: the pool's idle connections are dead but not yet noticed. Reads retry on
+            # a fresh connection; a write that hits a dead connection may not know its fate.
+            assert await store.get_version(head.session_id) is not None
+            with contextlib.suppress(StoreUnavailable):
+                await store.append_checkpoint(head.session_id, SessionCheckpoint("x"))
+            result = await store.append_checkpoint(head.session_id, SessionCheckpoint("y"))
+            assert result.created
+        await _state(store, head.session_id)
+
+
+@pytest.mark.faults
+async def test_server_killed_and_recovered(fault_server: PostgresServer) -> None:
+    dsn = fault_server.create_database()
+    async with PostgresStore(dsn, command_timeout=1.0, connect_timeout=1.0) as store:
+        head = await store.create(_session())
+        for i in range(5):
+            await store.append_checkpoint(head.session_id, SessionCheckpoint(f"s{i}"))
+
+        fault_server.kill()
+        await asyncio.sleep(0.2)
+        await _assert_all_unavailable(store, head.session_id, 1.0)
+
+        fault_server.start()
+        recovered = await _state(store, head.session_id)
+        assert recovered.checkpoint_count == 5
+        lease = await store.claim(head.session_id, "w", timedelta(seconds=30))
+        result = await store.append_checkpoint(
+            head.session_id, SessionCheckpoint("after"), fence=lease
+        )
+        assert result.checkpoint.seq == 6
+
+
+@pytest.mark.faults
+async def test_hung_server_times_out_and_recovers(fault_server: PostgresServer) -> None:
+    dsn = fault_server.create_database()
+    async with PostgresStore(dsn, min_size=2, command_timeout=0.5, connect_timeout=0.5) as store:
+        head = await store.create(_session())
+        fault_server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as info:
+                await store.append_checkpoint(head.session_id, SessionCheckpoint("lost?"))
+            assert time.monotonic() - started < 1.5
+            # The append was sent and never answered: it may commit once the server wakes up.
+            assert info.value.maybe_committed
+            # Pool connections are used up or dead; new ones cannot connect: still bounded.
+            await _assert_all_unavailable(
+                store,
+                head.session_id,
+                0.5,
+                maybe_committed=None,
+                only=("create", "heartbeat", "get", "list"),
+            )
+        finally:
+            fault_server.resume()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                state = await _state(store, head.session_id)
+                break
+            except StoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        assert state.checkpoint_count in (0, 1)
+        result = await store.append_checkpoint(head.session_id, SessionCheckpoint("next"))
+        assert result.checkpoint.seq == state.checkpoint_count + 1
+
+
+# --- differential run against MemoryStore ---------------------------------------------------
+
+
+def _normal(value: Any) -> Any:
+    """Outcome of a store call with the fields that depend on the wall clock taken out."""
+    if isinstance(value, AgentSession):
+        out = asdict(value)
+        out.pop("updated_at")
+        out["checkpoints"] = [_normal(cp) for cp in value.checkpoints]
+        return ("session", out)
+    if isinstance(value, SessionCheckpoint):
+        return ("checkpoint", value.name, value.timestamp, value.data, value.seq)
+    if isinstance(value, Lease):
+        return ("lease", value.session_id, value.owner, value.token)
+    if isinstance(value, AppendResult):
+        return ("append", _normal(value.checkpoint), _normal(value.session), value.created)
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
+async def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return ("ok", _normal(await method(*args, **kwargs)))
+    except AgentCoreError as exc:
+        return ("error", type(exc).__name__)
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 3 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False])
+    if kind == 2:
+        return rng.randrange(-(2**40), 2**40)
+    if kind == 3:
+        return rng.choice([0.5, -1.25, 1e-7, 3.0, 1e20])
+    if kind == 4:
+        return rng.choice(["", "x", "ünïcødé", "emoji 🎉", "a\nb", *_AWKWARD])
+    if kind in (5, 6):
+        return {rng.choice("abcde"): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+    return [_random_json(rng, depth + 1) for _ in range(rng.randrange(3))]
+
+
+def _random_object(rng: random.Random) -> dict[str, Any]:
+    return {rng.choice("abcde"): _random_json(rng, 1) for _ in range(rng.randrange(4))}
+
+
+class _World:
+    """The shared, deterministic inputs of a differential run."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        base = utcnow().replace(microsecond=0) - timedelta(minutes=30)
+        # Heartbeats and checkpoint times: stale, recent, and just ahead of the sweep cutoff.
+        self.times = [base - timedelta(hours=2), base, base + timedelta(minutes=5)]
+        self.ids = [str(uuid.UUID(int=self.rng.getrandbits(128), version=4)) for _ in range(6)]
+        self.leases: list[Lease] = []
+        self.views: dict[str, AgentSession] = {}
+
+    def op(self, step: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """One random call: (method name, args, kwargs), the same for both stores."""
+        rng = self.rng
+        sid = rng.choice(self.ids)
+        fence = rng.choice([None, None, *self.leases[-3:]]) if self.leases else None
+        if fence is not None and fence.session_id != sid:
+            fence = None
+        window = rng.choice([0, 1, 3, 100])
+        limit = rng.choice([1, 2, 50])
+        ttl = rng.choice([timedelta(hours=1), timedelta(seconds=-1)])
+        at = rng.choice(self.times)
+        cps = [
+            SessionCheckpoint(f"cp{step}-{i}", timestamp=at, data=_random_object(rng))
+            for i in range(rng.randrange(3))
+        ]
+        kind = rng.randrange(19)
+        if kind == 0:
+            session = AgentSession(
+                agent_type=rng.choice(["planner", "coder"]),
+                user_id=rng.choice(["u1", "u2"]),
+                session_id=sid,
+                created_at=self.times[0],
+                last_heartbeat=at,
+                context=_random_object(rng),
+                metadata=_random_object(rng),
+                checkpoints=cps,
+            )
+            return "create", (session,), {}
+        if kind == 3 and sid in self.views:
+            updated = AgentSession(
+                **{
+                    **asdict(self.views[sid]),
+                    "checkpoints": [],
+                    "state": rng.choice(list(SessionState)),
+                    "context": _random_object(rng),
+                    "last_heartbeat": at,
+                }
+            )
+            return "update", (updated, cps), {"fence": fence}
+        if kind in (4, 5):
+            cp = SessionCheckpoint("a", timestamp=at, data=_random_object(rng))
+            key = rng.choice([None, "k1", "k2"])
+            return "append_checkpoint", (sid, cp), {"idempotency_key": key, "fence": fence}
+        if kind == 6:
+            return "heartbeat", (sid, at), {"fence": fence}
+        if kind == 7:
+            return "patch_context", (sid, _random_object(rng)), {"fence": fence}
+        if kind == 8:
+            state = rng.choice(list(SessionState))
+            reason = rng.choice([None, "oops"])
+            return "set_state", (sid, state), {"reason": reason, "fence": fence}
+        if kind == 9:
+            return "delete", (sid,), {}
+        if kind == 10:
+            return "list_checkpoints", (sid,), {"after_seq": window, "limit": limit}
+        if kind == 11:
+            filters = {
+                "state": rng.choice([None, SessionState.ACTIVE, SessionState.FAILED]),
+                "agent_type": rng.choice([None, "planner"]),
+                "user_id": rng.choice([None, "u1"]),
+                "after": rng.choice([None, *self.ids[:3]]),
+            }
+            return "list_sessions", (), {"limit": limit, **filters}
+        if kind == 12:
+            return "claim", (sid, rng.choice(["w1", "w2"]), ttl), {}
+        if kind == 13 and fence is not None:
+            return "renew", (fence, ttl), {}
+        if kind == 14 and fence is not None:
+            return "release", (fence,), {}
+        if kind == 15:
+            return "current_lease", (sid,), {}
+        if kind == 16:
+            return "sweep_stale", (self.times[1] - timedelta(hours=1),), {"limit": 1000}
+        if kind == 17:
+            return "expire_leases", (utcnow(),), {"limit": 1000}
+        if kind == 18 and rng.randrange(4) == 0:
+            return "purge", (), {"session_id": sid}
+        if kind == 2:
+            return "get_version", (sid,), {}
+        return "get", (sid,), {"window": window}
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_matches_memory_store(pg_dsn: str, seed: int) -> None:
+    world = _World(seed)
+    memory = MemoryStore()
+    await memory.open()
+    async with PostgresStore(pg_dsn) as postgres:
+        stores: list[SessionStore] = [memory, postgres]
+        for step in range(400):
+            name, args, kwargs = world.op(step)
+            outcomes = [await _call(getattr(store, name), *args, **kwargs) for store in stores]
+            if name in ("sweep_stale", "expire_leases") and outcomes[0][0] == "ok":
+                # Both handle everything eligible; only the order within the batch may differ.
+                outcomes = [(o[0], sorted(o[1], key=repr)) for o in outcomes]
+            assert outcomes[0] == outcomes[1], f"step {step}: {name} {args} {kwargs}"
+            sid = args[0] if args and isinstance(args[0], str) else None
+            if name == "claim" and outcomes[0][0] == "ok" and sid is not None:
+                lease = await postgres.current_lease(sid)
+                if lease is not None:
+                    world.leases.append(lease)
+            if sid is not None:
+                fresh = await postgres.get(sid, window=0)
+                if fresh is not None:
+                    world.views[sid] = fresh
+                else:
+                    world.views.pop(sid, None)
+        # The whole stored state agrees at the end.
+        for sid in world.ids:
+            for name, kwargs in (("get", {"window": 10_000}), ("current_lease", {})):
+                final = [await _call(getattr(store, name), sid, **kwargs) for store in stores]
+                assert final[0] == final[1], f"{name} {sid}"
