@@ -90,7 +90,7 @@ async def audit(
     appends: dict[str, set[tuple[int, int]]] = defaultdict(set)
     unknown: Counter[str] = Counter()
     for row in logs:
-        if row["op"] == "read":
+        if row["op"] in ("read", "final"):
             continue
         if row["ok"]:
             acked[row["sid"]][row["op"]] += 1
