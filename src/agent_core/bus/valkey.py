@@ -22,13 +22,14 @@ import contextlib
 import ipaddress
 import logging
 import random
+import select
 import socket
 import time
 from typing import Any, Self
 
 from agent_core.bus.base import EventBus, SessionEvent
 from agent_core.cache import keys
-from agent_core.cache.valkey import client_from_url, close_client
+from agent_core.cache.valkey import client_from_url, close_client, is_pool_exhausted
 from agent_core.errors import CacheUnavailable, ConfigurationError, NotOpenError
 
 __all__ = ["ValkeyBus"]
@@ -154,6 +155,7 @@ class ValkeyBus(EventBus):
         self._subscribed_before = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
+        self._poller: select.poll | None = None
         self._buf = bytearray()
         self._draining = False
         self._closed = False
@@ -201,6 +203,12 @@ class ValkeyBus(EventBus):
         return True
 
     @property
+    def poll_is_complete(self) -> bool:
+        # Only with the publish fence (PING after PUBLISH) has every subscriber's copy left
+        # Valkey by the time publish() returns.
+        return self.fence
+
+    @property
     def healthy(self) -> bool:
         return self._healthy
 
@@ -236,6 +244,7 @@ class ValkeyBus(EventBus):
             return
         self._closed = True
         self._healthy = False
+        self._broken_until = float("inf")  # routes publish() to its closed check
         tasks = [t for t in (self._reconnect_task, self._heartbeat_task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -263,13 +272,20 @@ class ValkeyBus(EventBus):
             if self.fence:
                 await client.ping()
         except Exception as exc:
-            self._broken_until = time.monotonic() + self.retry_after
+            if not is_pool_exhausted(exc):
+                self._broken_until = time.monotonic() + self.retry_after
             raise CacheUnavailable(f"Valkey PUBLISH failed: {type(exc).__name__}: {exc}") from exc
 
     # --- receiving -------------------------------------------------------------------------
 
     def poll(self) -> None:
-        if self._sock is not None:
+        # A zero-timeout poll() costs a third of a recv() that raises BlockingIOError, and it
+        # also reports a closed connection (so a loss is noticed here, not one loop turn later).
+        poller = self._poller
+        if poller is not None:
+            if poller.poll(0):
+                self._drain()
+        elif self._sock is not None:
             self._drain()
 
     def _drain(self) -> None:
@@ -446,6 +462,10 @@ class ValkeyBus(EventBus):
     ) -> None:
         self._sock = sock
         self._ping_sent_at = 0.0
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            self._poller = poller
         loop.add_reader(sock.fileno(), self._drain)
         if self._subscribed_before:
             # Events may have been published while no connection was subscribed.
@@ -460,6 +480,7 @@ class ValkeyBus(EventBus):
         if sock is None:
             return
         self._sock = None
+        self._poller = None
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(sock.fileno())

@@ -1,0 +1,290 @@
+"""The shared cache tier on Valkey (or Redis): one key per session, versioned, with tombstones.
+
+Value format (one string per key, ``keys.session_key(namespace, id)``)::
+
+    <version: 20 ASCII digits, zero padded><AgentSession.to_dict() as JSON>   an entry
+    <version: 20 ASCII digits, zero padded>                                    a tombstone
+
+A fixed-width decimal header lets the Lua script compare versions exactly as strings (Lua
+numbers are doubles, which cannot hold every 64-bit version), and lets ``get`` find the JSON by
+slicing at a constant offset instead of parsing a header.
+
+The client is any asyncio Redis-protocol client with redis-py's command methods: redis-py's
+``redis.asyncio.Redis`` and valkey-py's ``valkey.asyncio.Valkey`` both work. Neither is imported
+until ``from_url`` needs one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Self
+
+import orjson
+
+from agent_core.cache import keys
+from agent_core.cache.base import DELETED_VERSION, SessionCache
+from agent_core.errors import (
+    CacheUnavailable,
+    ConfigurationError,
+    MissingDependency,
+    NotOpenError,
+)
+from agent_core.sessions.session_models import AgentSession
+
+__all__ = ["ValkeyCache", "client_from_url", "close_client", "is_pool_exhausted"]
+
+_HEADER = 20
+_SCHEMES = {"valkey": "redis", "valkeys": "rediss", "redis": "redis", "rediss": "rediss"}
+
+# KEYS[1] the session key; ARGV[1] the new value (header + body, or a bare header for a
+# tombstone); ARGV[2] its TTL in milliseconds; ARGV[3] "1" when an entry at the same version may
+# be replaced (a tombstone drops the entry it invalidates), "0" when it may not (a fill).
+# Versions compare as fixed-width digit strings: exact for any 64-bit version.
+_WRITE_SCRIPT = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local old = string.sub(cur, 1, 20)
+  local new = string.sub(ARGV[1], 1, 20)
+  if old > new or (old == new and ARGV[3] == '0') then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+def _header(version: int) -> bytes:
+    if not 0 <= version < 10**_HEADER:
+        raise ValueError(f"session version {version} is out of range")
+    return b"%020d" % version
+
+
+def is_pool_exhausted(exc: BaseException) -> bool:
+    """True for the client's own connection limit: no sign that the server is in trouble."""
+    return type(exc).__name__ == "MaxConnectionsError"
+
+
+def _is_noscript(exc: BaseException) -> bool:
+    # Duck-typed so that redis-py's and valkey-py's NoScriptError are both recognised.
+    return type(exc).__name__ == "NoScriptError" or str(exc).startswith("NOSCRIPT")
+
+
+def client_from_url(url: str, *, timeout: float = 0.25, **client_kwargs: Any) -> Any:
+    """A redis-py asyncio client for a ``valkey[s]://`` or ``redis[s]://`` URL.
+
+    Connect and socket timeouts are ``timeout`` and redis-py's own retries are off: a down or
+    stalled server must cost one short timeout, and the callers' circuit breakers take it from
+    there. ``max_connections`` defaults to 256. ``client_kwargs`` go to
+    ``redis.asyncio.Redis.from_url`` and win over these defaults.
+    """
+    scheme, sep, rest = url.partition("://")
+    mapped = _SCHEMES.get(scheme.lower()) if sep else None
+    if mapped is None:
+        raise ConfigurationError(
+            f"unsupported cache URL {url!r}: expected valkey://, valkeys://, redis:// or rediss://"
+        )
+    try:
+        import redis.asyncio as redis_asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ImportError as exc:
+        raise MissingDependency(
+            "the Valkey cache needs redis-py: pip install 'agent-core[valkey]'"
+        ) from exc
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        # redis-py's pool refuses (at once) any command past 100 connections in use. A blocking
+        # pool would make bursts wait instead, but its lock costs ~20% on every GET; a higher
+        # cap keeps the hot path as is, and past it calls fail without opening the breaker.
+        "max_connections": 256,
+    }
+    options.update(client_kwargs)
+    try:
+        return redis_asyncio.Redis.from_url(f"{mapped}://{rest}", **options)
+    except ValueError as exc:
+        raise ConfigurationError(f"bad cache URL: {exc}") from exc
+
+
+async def close_client(client: Any) -> None:
+    closer = getattr(client, "aclose", None) or client.close
+    await closer()
+
+
+class ValkeyCache(SessionCache):
+    """Sessions cached in Valkey under ``{namespace}:session:{id}`` for ``ttl`` seconds.
+
+    A failure of Valkey raises ``CacheUnavailable`` and opens a circuit breaker: for
+    ``retry_after`` seconds every call fails at once instead of waiting for another timeout, then
+    the next call tries the server again.
+    """
+
+    name = "valkey"
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        namespace: str,
+        ttl: float = 86400,
+        tombstone_ttl: float = 120,
+        retry_after: float = 0.5,
+    ) -> None:
+        if ttl <= 0 or tombstone_ttl <= 0:
+            raise ConfigurationError("ttl and tombstone_ttl must be positive")
+        self._client = client
+        self._owns_client = False
+        self.namespace = namespace
+        self.ttl = ttl
+        self.tombstone_ttl = tombstone_ttl
+        self.retry_after = retry_after
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._tombstone_ttl_ms = max(1, int(tombstone_ttl * 1000))
+        # 0.0 while closed for business: the hot path tests one float and nothing else.
+        self._broken_until = 0.0
+        self._closed = False
+        self.stats: dict[str, int] = {
+            "hits": 0,
+            "misses": 0,
+            "sets": 0,
+            "stale_sets": 0,
+            "invalidations": 0,
+            "errors": 0,
+            "fast_failures": 0,
+        }
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str,
+        ttl: float = 86400,
+        tombstone_ttl: float = 120,
+        timeout: float = 0.25,
+        retry_after: float = 0.5,
+        **client_kwargs: Any,
+    ) -> Self:
+        """A cache that owns a redis-py client for ``url`` and closes it on ``close()``."""
+        client = client_from_url(url, timeout=timeout, **client_kwargs)
+        cache = cls(
+            client,
+            namespace=namespace,
+            ttl=ttl,
+            tombstone_ttl=tombstone_ttl,
+            retry_after=retry_after,
+        )
+        cache._owns_client = True
+        return cache
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._broken_until = float("inf")
+        if self._owns_client:
+            await close_client(self._client)
+
+    # --- failure handling ------------------------------------------------------------------
+
+    def _refuse(self) -> None:
+        """Raise if the breaker is open or the cache closed; called only when one of them is."""
+        if self._closed:
+            raise NotOpenError("the Valkey cache is closed")
+        if time.monotonic() < self._broken_until:
+            self.stats["fast_failures"] += 1
+            raise CacheUnavailable("Valkey is unavailable (circuit open after a recent failure)")
+        self._broken_until = 0.0
+
+    def _failed(self, what: str, exc: BaseException) -> CacheUnavailable:
+        self.stats["errors"] += 1
+        # A pool that is out of connections says nothing about the server: no need to stop
+        # trying it.
+        if not is_pool_exhausted(exc):
+            self._broken_until = time.monotonic() + self.retry_after
+        return CacheUnavailable(f"Valkey {what} failed: {type(exc).__name__}: {exc}")
+
+    # --- operations ------------------------------------------------------------------------
+
+    async def get(self, session_id: str) -> AgentSession | None:
+        if self._broken_until:
+            self._refuse()
+        try:
+            raw = await self._client.get(keys.session_key(self.namespace, session_id))
+        except Exception as exc:
+            raise self._failed("GET", exc) from exc
+        if raw is None or len(raw) <= _HEADER:
+            self.stats["misses"] += 1
+            return None
+        try:
+            session = AgentSession.from_dict(orjson.loads(raw[_HEADER:]))
+        except Exception as exc:
+            # Not an entry this code wrote (a foreign or damaged value): never serve it.
+            self.stats["errors"] += 1
+            raise CacheUnavailable(f"undecodable cache entry for {session_id!r}: {exc}") from exc
+        self.stats["hits"] += 1
+        return session
+
+    async def set(self, session: AgentSession) -> None:
+        value = _header(session.version) + orjson.dumps(session.to_dict())
+        key = keys.session_key(self.namespace, session.session_id)
+        if await self._write(key, value, self._ttl_ms, b"0"):
+            self.stats["sets"] += 1
+        else:
+            self.stats["stale_sets"] += 1
+
+    async def invalidate(self, session_id: str, version: int) -> None:
+        key = keys.session_key(self.namespace, session_id)
+        # A deleted session's tombstone lives as long as an entry could: a fill that a slow
+        # reader started before the delete must never bring it back.
+        ttl_ms = self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms
+        await self._write(key, _header(version), ttl_ms, b"1")
+        self.stats["invalidations"] += 1
+
+    async def _write(self, key: str, value: bytes, ttl_ms: int, same_version: bytes) -> bool:
+        if self._broken_until:
+            self._refuse()
+        client = self._client
+        try:
+            try:
+                written = await client.evalsha(_WRITE_SHA, 1, key, value, ttl_ms, same_version)
+            except Exception as exc:
+                if not _is_noscript(exc):
+                    raise
+                # First use on this server (or it restarted, or flushed its scripts): EVAL
+                # runs the script and caches it under the same SHA for the next EVALSHA.
+                written = await client.eval(_WRITE_SCRIPT, 1, key, value, ttl_ms, same_version)
+        except Exception as exc:
+            raise self._failed("write", exc) from exc
+        return bool(written)
+
+    async def clear(self) -> None:
+        if self._broken_until:
+            self._refuse()
+        pattern = keys.session_key(_glob_escape(self.namespace), "*")
+        client = self._client
+        cursor: int | bytes | str = 0
+        try:
+            while True:
+                cursor, found = await client.scan(cursor, match=pattern, count=1000)
+                if found:
+                    await client.unlink(*found)
+                if int(cursor) == 0:
+                    break
+        except Exception as exc:
+            raise self._failed("clear", exc) from exc
+
+
+def _glob_escape(text: str) -> str:
+    for char in "\\*?[]":
+        text = text.replace(char, "\\" + char)
+    return text
