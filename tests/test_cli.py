@@ -377,3 +377,17 @@ def test_format_table_aligns_columns() -> None:
         "a           1",
         "longer    200",
     ]
+
+
+@pytest.mark.postgres
+@pytest.mark.valkey
+def test_demo_runs_in_hybrid_mode_on_throwaway_dev_servers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--dev-servers", "--fast"]) == 0
+    out = capsys.readouterr().out
+    assert "started PostgreSQL at postgresql://" in out
+    assert "store postgresql://" in out
+    assert "LeaseLost" in out and "heartbeat_timeout" in out
+    assert list(tmp_path.iterdir()) == []  # nothing left behind: the servers were throwaway

