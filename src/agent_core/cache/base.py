@@ -54,12 +54,13 @@ class SessionCache(ABC):
 
     @abstractmethod
     async def set(self, session: AgentSession) -> None:
-        """Cache ``session`` unless an entry or tombstone with a version >= its own exists."""
+        """Cache ``session`` unless a newer entry or tombstone, or an entry at its own
+        version, exists (a tombstone at its own version only says that version committed)."""
 
     @abstractmethod
     async def invalidate(self, session_id: str, version: int) -> None:
-        """Drop the entry and leave a tombstone at ``version`` (``DELETED_VERSION`` when the
-        session was deleted): only a later ``set`` with a higher version is accepted."""
+        """Drop any older entry and leave a tombstone at ``version`` (``DELETED_VERSION`` when
+        the session was deleted): only a ``set`` of that version or a newer one is accepted."""
 
     @abstractmethod
     async def clear(self) -> None:

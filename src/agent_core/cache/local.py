@@ -54,7 +54,10 @@ class LocalCache(SessionCache):
 
     def put(self, session: AgentSession) -> None:
         entry = self._entries.get(session.session_id)
-        if entry is not None and entry[0] >= session.version:
+        # A tombstone at this very version only says the version is committed: fill it.
+        if entry is not None and (
+            entry[0] > session.version or (entry[0] == session.version and entry[2] is not None)
+        ):
             return
         snapshot = replace(
             session,

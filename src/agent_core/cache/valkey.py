@@ -38,15 +38,16 @@ _HEADER = 20
 _SCHEMES = {"valkey": "redis", "valkeys": "rediss", "redis": "redis", "rediss": "rediss"}
 
 # KEYS[1] the session key; ARGV[1] the new value (header + body, or a bare header for a
-# tombstone); ARGV[2] its TTL in milliseconds; ARGV[3] "1" when an entry at the same version may
-# be replaced (a tombstone drops the entry it invalidates), "0" when it may not (a fill).
+# tombstone); ARGV[2] its TTL in milliseconds. Nothing replaces a newer version, and nothing
+# replaces an entry at the same version (it already holds that version); a tombstone at version
+# v says "v is committed", so a fill of v itself is welcome.
 # Versions compare as fixed-width digit strings: exact for any 64-bit version.
 _WRITE_SCRIPT = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local old = string.sub(cur, 1, 20)
   local new = string.sub(ARGV[1], 1, 20)
-  if old > new or (old == new and ARGV[3] == '0') then
+  if old > new or (old == new and string.len(cur) > 20) then
     return 0
   end
 end
@@ -237,7 +238,7 @@ class ValkeyCache(SessionCache):
     async def set(self, session: AgentSession) -> None:
         value = _header(session.version) + orjson.dumps(session.to_dict())
         key = keys.session_key(self.namespace, session.session_id)
-        if await self._write(key, value, self._ttl_ms, b"0"):
+        if await self._write(key, value, self._ttl_ms):
             self.stats["sets"] += 1
         else:
             self.stats["stale_sets"] += 1
@@ -247,22 +248,22 @@ class ValkeyCache(SessionCache):
         # A deleted session's tombstone lives as long as an entry could: a fill that a slow
         # reader started before the delete must never bring it back.
         ttl_ms = self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms
-        await self._write(key, _header(version), ttl_ms, b"1")
+        await self._write(key, _header(version), ttl_ms)
         self.stats["invalidations"] += 1
 
-    async def _write(self, key: str, value: bytes, ttl_ms: int, same_version: bytes) -> bool:
+    async def _write(self, key: str, value: bytes, ttl_ms: int) -> bool:
         if self._broken_until:
             self._refuse()
         client = self._client
         try:
             try:
-                written = await client.evalsha(_WRITE_SHA, 1, key, value, ttl_ms, same_version)
+                written = await client.evalsha(_WRITE_SHA, 1, key, value, ttl_ms)
             except Exception as exc:
                 if not _is_noscript(exc):
                     raise
                 # First use on this server (or it restarted, or flushed its scripts): EVAL
                 # runs the script and caches it under the same SHA for the next EVALSHA.
-                written = await client.eval(_WRITE_SCRIPT, 1, key, value, ttl_ms, same_version)
+                written = await client.eval(_WRITE_SCRIPT, 1, key, value, ttl_ms)
         except Exception as exc:
             raise self._failed("write", exc) from exc
         return bool(written)

@@ -9,6 +9,7 @@ faster tiers on a miss; no tier ever serves a version older than one it has been
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -133,6 +134,8 @@ class SessionManager:
         self._owed: dict[str, int] = {}
         self._owed_overflow = False
         self.max_owed_invalidations = 100_000
+        self.replay_interval = 0.1
+        self._replayer: asyncio.Task[None] | None = None
 
     # --- construction ------------------------------------------------------------------------
 
@@ -205,6 +208,11 @@ class SessionManager:
         if not self._opened:
             return
         self._opened = False
+        if self._replayer is not None:
+            self._replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replayer
+            self._replayer = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -273,6 +281,15 @@ class SessionManager:
             self._owed_overflow = True
             return
         self._owed[session_id] = max(version, self._owed.get(session_id, 0))
+        if self._replayer is None or self._replayer.done():
+            self._replayer = asyncio.get_running_loop().create_task(self._replay_owed())
+
+    async def _replay_owed(self) -> None:
+        """Retry owed invalidations in the background, so that a cache that comes back is
+        cleaned within ``replay_interval`` even if this process makes no further call."""
+        while self._opened and (self._owed or self._owed_overflow):
+            await asyncio.sleep(self.replay_interval)
+            await self._shared_cache()
 
     async def _shared_cache(self) -> SessionCache | None:
         """The shared cache, once it has taken every invalidation this process owes it.
