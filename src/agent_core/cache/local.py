@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import replace
 
 from agent_core.cache.base import SessionCache
 from agent_core.sessions.session_models import AgentSession
 
 __all__ = ["LocalCache"]
+
+
+def _clone(session: AgentSession) -> AgentSession:
+    """A copy with fresh top-level containers, without re-running ``__init__`` (hot path)."""
+    clone = object.__new__(AgentSession)
+    clone.__dict__.update(session.__dict__)
+    clone.context = dict(session.context)
+    clone.metadata = dict(session.metadata)
+    clone.checkpoints = list(session.checkpoints)
+    return clone
 
 
 class LocalCache(SessionCache):
@@ -45,12 +54,7 @@ class LocalCache(SessionCache):
             del self._entries[session_id]
             return None
         self._entries.move_to_end(session_id)
-        return replace(
-            session,
-            context=dict(session.context),
-            metadata=dict(session.metadata),
-            checkpoints=list(session.checkpoints),
-        )
+        return _clone(session)
 
     def put(self, session: AgentSession) -> None:
         entry = self._entries.get(session.session_id)
@@ -59,13 +63,7 @@ class LocalCache(SessionCache):
             entry[0] > session.version or (entry[0] == session.version and entry[2] is not None)
         ):
             return
-        snapshot = replace(
-            session,
-            context=dict(session.context),
-            metadata=dict(session.metadata),
-            checkpoints=list(session.checkpoints),
-        )
-        self._store(session.session_id, session.version, snapshot)
+        self._store(session.session_id, session.version, _clone(session))
 
     def drop(self, session_id: str, version: int) -> None:
         entry = self._entries.get(session_id)

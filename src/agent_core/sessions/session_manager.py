@@ -374,9 +374,15 @@ class SessionManager:
     async def _changed(
         self, kind: EventKind, head: AgentSession, data: dict[str, Any] | None = None
     ) -> None:
-        """After a committed atomic change: invalidate every tier, then tell everyone."""
-        await self._forget(head.session_id, head.version)
-        await self._announce(kind, head, data)
+        """After a committed atomic change: invalidate every tier and tell everyone.
+
+        Both go out at once (two round trips in flight, not one after the other). A reader
+        told by the event before the tombstone lands may still read the previous version from
+        the shared cache, but only while this write has not returned; by then both are done.
+        """
+        await asyncio.gather(
+            self._forget(head.session_id, head.version), self._announce(kind, head, data)
+        )
 
     # --- the reference API -------------------------------------------------------------------
 
@@ -403,8 +409,7 @@ class SessionManager:
         session.checkpoint_count = head.checkpoint_count
         for seq, cp in enumerate(session.checkpoints, start=1):
             cp.seq = seq
-        await self._remember(session)
-        await self._announce(EventKind.CREATED, head)
+        await asyncio.gather(self._remember(session), self._announce(EventKind.CREATED, head))
         logger.debug("created session %s for agent %r", session.session_id, agent_type)
         return session
 
@@ -414,7 +419,8 @@ class SessionManager:
         Lookup order: in-process tier, shared cache, store; a miss fills the faster tiers.
         """
         codec.validate_session_id(session_id)
-        await self.open()
+        if not self._opened:
+            await self.open()
         local = self.local
         if local is not None:
             trusted = self._local_is_trusted()
@@ -470,9 +476,7 @@ class SessionManager:
         first = head.checkpoint_count - len(pending) + 1
         for seq, cp in enumerate(pending, start=first):
             cp.seq = seq
-        await self._forget(session.session_id, head.version - 1)
-        await self._remember(session)
-        await self._announce(EventKind.UPDATED, head)
+        await asyncio.gather(self._remember(session), self._announce(EventKind.UPDATED, head))
 
     async def delete_session(self, session_id: str) -> bool:
         """Soft-delete: hidden from reads, kept for audit. False if no live session had the id."""

@@ -30,14 +30,17 @@ def utcnow() -> datetime:
 
 
 def _parse_time(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
+    if type(value) is str:
         parsed = datetime.fromisoformat(value)
+    elif isinstance(value, datetime):
+        parsed = value
     else:
         raise ValidationError(f"expected an ISO-8601 timestamp, got {value!r}")
+    tz = parsed.tzinfo
+    if tz is UTC:
+        return parsed
     # Naive timestamps from the reference design were written as UTC.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parsed.replace(tzinfo=UTC) if tz is None else parsed.astimezone(UTC)
 
 
 class SessionState(StrEnum):
@@ -101,12 +104,13 @@ class SessionCheckpoint:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionCheckpoint:
-        return cls(
-            name=data["name"],
-            timestamp=_parse_time(data["timestamp"]),
-            data=dict(data.get("data") or {}),
-            seq=data.get("seq"),
-        )
+        # Hot path of every cached read: fill the fields directly instead of via __init__.
+        cp = object.__new__(cls)
+        cp.name = data["name"]
+        cp.timestamp = _parse_time(data["timestamp"])
+        cp.data = dict(data.get("data") or {})
+        cp.seq = data.get("seq")
+        return cp
 
 
 @dataclass(frozen=True)
