@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from agent_core import codec
+from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import utcnow
 
 __all__ = ["EventBus", "EventKind", "SessionEvent", "Subscriber"]
@@ -80,7 +80,7 @@ class SessionEvent:
 Subscriber = Callable[[SessionEvent], None]
 
 
-class EventBus(ABC):
+class EventBus(AsyncResource, ABC):
     """Publishes session events and hands every received event to the subscribers.
 
     Subscribers are plain callables run on the event loop thread; they must not block.
@@ -123,12 +123,6 @@ class EventBus(ABC):
         """True while the bus is sure it has missed no event since ``generation`` changed."""
         return True
 
-    async def open(self) -> None:
-        """Connect and start receiving."""
-
-    async def close(self) -> None:
-        """Stop receiving and release the connection (an injected client is left open)."""
-
     def poll(self) -> None:
         """Dispatch, synchronously, every event already received but not yet handled.
 
@@ -139,15 +133,3 @@ class EventBus(ABC):
     @abstractmethod
     async def publish(self, event: SessionEvent) -> None:
         """Send ``event`` to every subscriber in every process. Raises ``CacheUnavailable``."""
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -12,9 +12,8 @@ it, counts it and carries on from the store, so a cache failure never fails a ca
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from types import TracebackType
-from typing import Self
 
+from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession
 
 __all__ = ["DELETED_VERSION", "SessionCache"]
@@ -23,26 +22,8 @@ DELETED_VERSION = 2**62
 """Tombstone version of a deleted session: newer than any version a session can reach."""
 
 
-class SessionCache(ABC):
+class SessionCache(AsyncResource, ABC):
     name: str = "cache"
-
-    async def open(self) -> None:
-        """Connect. Default: nothing to do."""
-
-    async def close(self) -> None:
-        """Release what ``open`` acquired; an injected client is left open."""
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @abstractmethod
     async def get(self, session_id: str) -> AgentSession | None:

@@ -15,8 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from agent_core import codec
 from agent_core.bus.base import EventBus, EventKind, SessionEvent
@@ -26,6 +25,7 @@ from agent_core.cache.base import DELETED_VERSION, SessionCache
 from agent_core.cache.local import LocalCache
 from agent_core.config import cache_from_url, store_from_url
 from agent_core.errors import CacheUnavailable, LeaseLost, ValidationError
+from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import (
     AgentSession,
     Lease,
@@ -58,7 +58,7 @@ def _check_name(value: object, what: str, *, allow_empty: bool = False) -> str:
     return value
 
 
-class SessionManager:
+class SessionManager(AsyncResource):
     """Manages agent sessions on a durable store with optional shared and in-process caches.
 
     ``SessionManager()`` keeps everything in this process, as the reference design did without
@@ -220,18 +220,6 @@ class SessionManager:
         if self.cache is not None:
             await self.cache.close()
         await self.store.close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- validation --------------------------------------------------------------------------
 

@@ -31,9 +31,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 
 __all__ = ["AppendResult", "SessionStore"]
@@ -49,7 +49,7 @@ class AppendResult:
     """False when an idempotency key matched an earlier append: nothing new was stored."""
 
 
-class SessionStore(ABC):
+class SessionStore(AsyncResource, ABC):
     """Durable storage of sessions, their checkpoint trail and their leases."""
 
     url: str = ""
@@ -74,18 +74,6 @@ class SessionStore(ABC):
 
         Idempotent, and safe when several processes call it at once.
         """
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- sessions --------------------------------------------------------------------------
 
