@@ -15,30 +15,9 @@ from agent_core.bus.base import EventKind, SessionEvent
 from agent_core.bus.valkey import ValkeyBus
 from agent_core.cache import keys
 from agent_core.errors import CacheUnavailable, ConfigurationError, NotOpenError
-from tests.servers.valkey import ValkeyTestServer
+from tests.servers.valkey import ValkeyTestServer, make_client
 
 pytestmark = pytest.mark.valkey
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ValkeyTestServer]:
-    with ValkeyTestServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-def make_client(kind: str, url: str, **kwargs: Any) -> Any:
-    if kind == "redis":
-        import redis.asyncio
-
-        return redis.asyncio.Redis.from_url(url, **kwargs)
-    import valkey.asyncio
-
-    return valkey.asyncio.Valkey.from_url(url, **kwargs)
 
 
 class Recorder:

@@ -13,7 +13,7 @@ import pytest
 
 from agent_core.devservers.valkey import ENV_URL, ExternalServerError, ValkeyServer
 
-__all__ = ["ENV_URL", "ValkeyTestServer"]
+__all__ = ["ENV_URL", "ValkeyTestServer", "make_client"]
 
 
 class ValkeyTestServer(ValkeyServer):
@@ -26,3 +26,14 @@ class ValkeyTestServer(ValkeyServer):
             return super()._require_own(what)
         except ExternalServerError as exc:
             pytest.skip(str(exc))
+
+
+def make_client(kind: str, url: str, **kwargs: Any) -> Any:
+    """An asyncio client of either driver: "redis" (redis-py) or "valkey" (valkey-py)."""
+    if kind == "redis":
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(url, **kwargs)
+    import valkey.asyncio
+
+    return valkey.asyncio.Valkey.from_url(url, **kwargs)
