@@ -17,6 +17,7 @@ import pytest
 
 from agent_core.sessions.session_manager import SessionManager
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint, SessionState
+from tests.servers.valkey import make_client
 
 
 async def reference_workflow(manager: SessionManager) -> None:
@@ -73,15 +74,15 @@ async def test_reference_code_runs_on_sqlite(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.valkey
-async def test_reference_constructor_with_redis_client_and_asyncpg_pool(
-    postgres_server: Any, valkey_server: Any
+@pytest.mark.parametrize("driver", ["redis", "valkey"])
+async def test_reference_constructor_with_a_redis_or_valkey_client_and_asyncpg_pool(
+    postgres_server: Any, valkey_server: Any, driver: str
 ) -> None:
     import asyncpg
-    import redis.asyncio as redis
 
     dsn = postgres_server.create_database(f"ref_{uuid.uuid4().hex[:10]}")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    client = redis.Redis.from_url(valkey_server.url)
+    client = make_client(driver, valkey_server.url)
     try:
         manager = SessionManager(
             redis_client=client, db_pool=pool, namespace="breakpilot", session_ttl_hours=24
