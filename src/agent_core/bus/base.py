@@ -131,5 +131,9 @@ class EventBus(AsyncResource, ABC):
         """
 
     @abstractmethod
-    async def publish(self, event: SessionEvent) -> None:
-        """Send ``event`` to every subscriber in every process. Raises ``CacheUnavailable``."""
+    async def publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
+        """Send ``event`` to every subscriber in every process. Raises ``CacheUnavailable``.
+
+        With ``fenced`` (an event that invalidates cached state) and a bus whose
+        ``poll_is_complete``, return only once every subscriber's copy has left the broker.
+        """

@@ -8,5 +8,5 @@ __all__ = ["InProcessBus"]
 
 
 class InProcessBus(EventBus):
-    async def publish(self, event: SessionEvent) -> None:
+    async def publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
         self._dispatch(event)

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from agent_core.bus.base import EventBus, SessionEvent
-from agent_core.errors import CacheUnavailable, MissingDependency
+from agent_core.errors import MissingDependency
 
 __all__ = ["PostgresBus"]
 
@@ -34,7 +34,9 @@ class PostgresBus(EventBus):
         self.timeout = timeout
         self._listener: Any = None
         self._publisher: Any = None
-        self._publish_lock = asyncio.Lock()
+        self._outbox: asyncio.Queue[str] = asyncio.Queue(10_000)
+        self._sender: asyncio.Task[None] | None = None
+        self.dropped = 0
         self._reconnect_task: asyncio.Task[None] | None = None
         self._healthy = False
         self._closing = False
@@ -104,26 +106,49 @@ class PostgresBus(EventBus):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def publish(self, event: SessionEvent) -> None:
-        try:
-            async with self._publish_lock:
+    async def publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
+        """Queue ``event``; one background task sends the queue in order, in batches.
+
+        NOTIFY cannot promise that a listener has the event when it returns (``poll`` cannot
+        apply it synchronously), so no write waits for it: caches on a PostgreSQL-only setup
+        check versions instead. A failed send is logged and counted in ``dropped``.
+        """
+        if self._outbox.full():
+            self._outbox.get_nowait()
+            self.dropped += 1
+        self._outbox.put_nowait(event.encode().decode())
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        while not self._outbox.empty():
+            batch = [self._outbox.get_nowait() for _ in range(min(self._outbox.qsize(), 500))]
+            try:
                 if self._publisher is None or self._publisher.is_closed():
                     self._publisher = await self._connect()
                 await self._publisher.execute(
-                    "SELECT pg_notify($1, $2)",
+                    "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
                     self.channel,
-                    event.encode().decode(),
+                    batch,
                     timeout=self.timeout,
                 )
-        except MissingDependency:
-            raise
-        except Exception as exc:
-            if self._publisher is not None:
-                self._publisher.terminate()
-                self._publisher = None
-            raise CacheUnavailable(f"could not publish an event: {exc}") from exc
+            except Exception as exc:
+                self.dropped += len(batch)
+                logger.warning("could not publish %d events: %s", len(batch), exc)
+                if self._publisher is not None:
+                    self._publisher.terminate()
+                    self._publisher = None
+                await asyncio.sleep(0.1)
 
     async def close(self) -> None:
+        if self._sender is not None:
+            # Let what was published before close() go out, within the timeout.
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._sender), self.timeout)
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
         self._closing = True
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()

@@ -258,7 +258,7 @@ class ValkeyBus(EventBus):
 
     # --- publishing ------------------------------------------------------------------------
 
-    async def publish(self, event: SessionEvent) -> None:
+    async def publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
         if self._broken_until:
             if self._closed:
                 raise NotOpenError("the Valkey bus is closed")
@@ -268,8 +268,11 @@ class ValkeyBus(EventBus):
         data = event.encode()
         client = self._client
         try:
-            await client.publish(self.channel, data)
-            if self.fence:
+            receivers = await client.publish(self.channel, data)
+            # The fence only matters to other subscribers: our own subscription applies what
+            # it receives before this process serves its next local read anyway.
+            others = int(receivers) - (1 if self._healthy else 0)
+            if fenced and self.fence and others > 0:
                 await client.ping()
         except Exception as exc:
             if not is_pool_exhausted(exc):

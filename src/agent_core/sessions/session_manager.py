@@ -306,12 +306,13 @@ class SessionManager(AsyncResource):
         """A copy of ``session`` holding only the checkpoint window the store would return."""
         return replace(session, checkpoints=session.checkpoints[-self.checkpoint_window :])
 
-    async def _remember(self, session: AgentSession) -> None:
-        """Put a freshly committed or loaded session in every cache tier."""
+    async def _remember(self, session: AgentSession, *, shared: bool = True) -> None:
+        """Put a freshly committed or loaded session in the cache tiers (the in-process one
+        only, without ``shared``)."""
         snapshot = self._window(session)
         if self.local is not None:
             self.local.put(snapshot)
-        if self.cache is None:
+        if self.cache is None or not shared:
             return
         cache = await self._shared_cache()
         if cache is None:
@@ -339,14 +340,19 @@ class SessionManager(AsyncResource):
             self._cache_failed("invalidate", exc)
             self._owe(session_id, version)
 
-    async def _publish(self, event: SessionEvent) -> None:
+    async def _publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
         try:
-            await self.bus.publish(event)
+            await self.bus.publish(event, fenced=fenced)
         except CacheUnavailable as exc:
             self._cache_failed("publish", exc)
 
     async def _announce(
-        self, kind: EventKind, head: AgentSession, data: dict[str, Any] | None = None
+        self,
+        kind: EventKind,
+        head: AgentSession,
+        data: dict[str, Any] | None = None,
+        *,
+        fenced: bool = True,
     ) -> None:
         event = SessionEvent(
             kind=kind,
@@ -357,7 +363,7 @@ class SessionManager(AsyncResource):
             state=head.state.value,
             data=data or {},
         )
-        await self._publish(event)
+        await self._publish(event, fenced=fenced)
 
     async def _changed(
         self, kind: EventKind, head: AgentSession, data: dict[str, Any] | None = None
@@ -397,7 +403,12 @@ class SessionManager(AsyncResource):
         session.checkpoint_count = head.checkpoint_count
         for seq, cp in enumerate(session.checkpoints, start=1):
             cp.seq = seq
-        await asyncio.gather(self._remember(session), self._announce(EventKind.CREATED, head))
+        # Nobody can hold an older copy of a new session: no tier needs invalidating, so the
+        # event needs no fence, and the shared cache is filled by the first reader instead.
+        await asyncio.gather(
+            self._remember(session, shared=False),
+            self._announce(EventKind.CREATED, head, fenced=False),
+        )
         logger.debug("created session %s for agent %r", session.session_id, agent_type)
         return session
 
@@ -703,7 +714,7 @@ class SessionManager(AsyncResource):
         if expired:
             data["expired"] = True
         event = SessionEvent(kind=kind, session_id=lease.session_id, version=0, data=data)
-        await self._publish(event)
+        await self._publish(event, fenced=False)
 
     async def reap(
         self, max_age: timedelta = timedelta(hours=48), *, batch_size: int | None = None
