@@ -320,3 +320,14 @@ async def test_open_while_server_is_down(private_server: ValkeyTestServer, names
         assert got.events == [e]
     finally:
         await bus.close()
+
+
+async def test_publish_many_is_ordered_and_fenced(buses: MakeBus) -> None:
+    a, b = await buses(), await buses()
+    got = Recorder()
+    b.subscribe(got)
+    for round_ in range(20):
+        batch = [event(round_ * 100 + n) for n in range(50)]
+        await a.publish_many(batch)
+        b.poll()  # no await in between: the whole batch is already in b's socket
+        assert got.events[-50:] == batch

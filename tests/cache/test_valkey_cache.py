@@ -324,3 +324,22 @@ async def test_exhausted_pool_does_not_open_the_breaker(
         # Right away, with no wait for a breaker: the server itself was fine.
         assert await cache.get(s.session_id) is not None
         assert cache.stats["fast_failures"] == 0
+
+
+async def test_invalidate_many_writes_versioned_tombstones(cache: ValkeyCache, client: Any) -> None:
+    newer, older, gone = session(9), session(2), session(3)
+    for s in (newer, older, gone):
+        await cache.set(s)
+    await client.script_flush()  # the pipeline must reload the script by itself
+    await cache.invalidate_many(
+        [(newer.session_id, 5), (older.session_id, 4), (gone.session_id, DELETED_VERSION)]
+    )
+    kept = await cache.get(newer.session_id)
+    assert kept is not None and kept.version == 9
+    assert await cache.get(older.session_id) is None
+    await cache.set(session(3, older.session_id))  # older than the tombstone: refused
+    assert await cache.get(older.session_id) is None
+    await cache.set(session(4, older.session_id))
+    assert (await cache.get(older.session_id)) is not None
+    await cache.set(session(10**6, gone.session_id))
+    assert await cache.get(gone.session_id) is None

@@ -11,7 +11,7 @@ everything it holds as stale at that moment, because events may have been missed
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -137,3 +137,8 @@ class EventBus(AsyncResource, ABC):
         With ``fenced`` (an event that invalidates cached state) and a bus whose
         ``poll_is_complete``, return only once every subscriber's copy has left the broker.
         """
+
+    async def publish_many(self, events: Sequence[SessionEvent], *, fenced: bool = True) -> None:
+        """``publish`` each event, in order; backends send them in one go."""
+        for event in events:
+            await self.publish(event, fenced=fenced)

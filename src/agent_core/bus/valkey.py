@@ -25,6 +25,7 @@ import random
 import select
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any, Self
 
 from agent_core.bus.base import EventBus, SessionEvent
@@ -259,18 +260,28 @@ class ValkeyBus(EventBus):
     # --- publishing ------------------------------------------------------------------------
 
     async def publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
+        await self.publish_many((event,), fenced=fenced)
+
+    async def publish_many(self, events: Sequence[SessionEvent], *, fenced: bool = True) -> None:
+        if not events:
+            return
         if self._broken_until:
             if self._closed:
                 raise NotOpenError("the Valkey bus is closed")
             if time.monotonic() < self._broken_until:
                 raise CacheUnavailable("Valkey is unavailable (circuit open after a failure)")
             self._broken_until = 0.0
-        data = event.encode()
         client = self._client
         try:
-            receivers = await client.publish(self.channel, data)
-            # The fence only matters to other subscribers: our own subscription applies what
-            # it receives before this process serves its next local read anyway.
+            if len(events) == 1:
+                receivers = await client.publish(self.channel, events[0].encode())
+            else:
+                pipe = client.pipeline(transaction=False)
+                for event in events:
+                    pipe.publish(self.channel, event.encode())
+                receivers = max(await pipe.execute())
+            # The fence only matters to other subscribers: this process's own caches were
+            # updated directly by the writer, so its own copy of the event may come later.
             others = int(receivers) - (1 if self._healthy else 0)
             if fenced and self.fence and others > 0:
                 await client.ping()

@@ -12,6 +12,7 @@ it, counts it and carries on from the store, so a cache failure never fails a ca
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession
@@ -42,6 +43,11 @@ class SessionCache(AsyncResource, ABC):
     async def invalidate(self, session_id: str, version: int) -> None:
         """Drop any older entry and leave a tombstone at ``version`` (``DELETED_VERSION`` when
         the session was deleted): only a ``set`` of that version or a newer one is accepted."""
+
+    async def invalidate_many(self, items: Sequence[tuple[str, int]]) -> None:
+        """``invalidate`` each ``(session_id, version)``; backends send them in one go."""
+        for session_id, version in items:
+            await self.invalidate(session_id, version)
 
     @abstractmethod
     async def clear(self) -> None:

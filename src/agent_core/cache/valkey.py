@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from typing import Any, Self
 
 import orjson
@@ -250,6 +251,31 @@ class ValkeyCache(SessionCache):
         ttl_ms = self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms
         await self._write(key, _header(version), ttl_ms)
         self.stats["invalidations"] += 1
+
+    async def invalidate_many(self, items: Sequence[tuple[str, int]]) -> None:
+        """All the tombstones in one pipelined round trip (the stale sweep's batches)."""
+        if not items:
+            return
+        if self._broken_until:
+            self._refuse()
+        client = self._client
+        try:
+            for attempt in range(2):
+                pipe = client.pipeline(transaction=False)
+                for session_id, version in items:
+                    ttl_ms = self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms
+                    key = keys.session_key(self.namespace, session_id)
+                    pipe.evalsha(_WRITE_SHA, 1, key, _header(version), ttl_ms)
+                try:
+                    await pipe.execute()
+                    break
+                except Exception as exc:
+                    if attempt or not _is_noscript(exc):
+                        raise
+                    await client.script_load(_WRITE_SCRIPT)
+        except Exception as exc:
+            raise self._failed("write", exc) from exc
+        self.stats["invalidations"] += len(items)
 
     async def _write(self, key: str, value: bytes, ttl_ms: int) -> bool:
         if self._broken_until:

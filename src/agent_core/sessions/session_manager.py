@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -378,6 +378,51 @@ class SessionManager(AsyncResource):
             self._forget(head.session_id, head.version), self._announce(kind, head, data)
         )
 
+    async def _changed_many(
+        self, kind: EventKind, heads: Sequence[AgentSession], data: dict[str, Any]
+    ) -> None:
+        """``_changed`` for a batch: every tier and every listener told in one go each."""
+        if not heads:
+            return
+        if self.local is not None:
+            for head in heads:
+                self.local.drop(head.session_id, head.version)
+        events = [
+            SessionEvent(
+                kind=kind,
+                session_id=head.session_id,
+                version=head.version,
+                agent_type=head.agent_type,
+                user_id=head.user_id,
+                state=head.state.value,
+                data=data,
+            )
+            for head in heads
+        ]
+        await asyncio.gather(
+            self._forget_shared([(h.session_id, h.version) for h in heads]),
+            self._publish_many(events),
+        )
+
+    async def _forget_shared(self, items: list[tuple[str, int]]) -> None:
+        if self.cache is None:
+            return
+        cache = await self._shared_cache()
+        try:
+            if cache is None:
+                raise CacheUnavailable("owed invalidations are still pending")
+            await cache.invalidate_many(items)
+        except CacheUnavailable as exc:
+            self._cache_failed("invalidate", exc)
+            for session_id, version in items:
+                self._owe(session_id, version)
+
+    async def _publish_many(self, events: Sequence[SessionEvent]) -> None:
+        try:
+            await self.bus.publish_many(events)
+        except CacheUnavailable as exc:
+            self._cache_failed("publish", exc)
+
     # --- the reference API -------------------------------------------------------------------
 
     async def create_session(
@@ -520,8 +565,7 @@ class SessionManager(AsyncResource):
         total = 0
         while True:
             heads = await self.store.sweep_stale(cutoff, limit=self.cleanup_batch_size)
-            for head in heads:
-                await self._changed(EventKind.STATE, head, {"reason": "heartbeat_timeout"})
+            await self._changed_many(EventKind.STATE, heads, {"reason": "heartbeat_timeout"})
             total += len(heads)
             if len(heads) < self.cleanup_batch_size:
                 break
