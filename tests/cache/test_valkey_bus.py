@@ -331,3 +331,20 @@ async def test_publish_many_is_ordered_and_fenced(buses: MakeBus) -> None:
         await a.publish_many(batch)
         b.poll()  # no await in between: the whole batch is already in b's socket
         assert got.events[-50:] == batch
+
+
+async def test_unfenced_events_keep_their_place_and_concurrent_ones_share_trips(
+    buses: MakeBus,
+) -> None:
+    a, b = await buses(), await buses()
+    got = Recorder()
+    b.subscribe(got)
+    created, changed = event(1, EventKind.CREATED), event(2)
+    await a.publish(created, fenced=False)  # returns before it is sent
+    await a.publish(changed)  # fenced: both are out once this returns
+    b.poll()
+    assert got.events == [created, changed]
+    batch = [event(10 + n) for n in range(64)]
+    await asyncio.gather(*(a.publish(e) for e in batch))
+    b.poll()
+    assert got.events[2:] == batch

@@ -164,6 +164,9 @@ class ValkeyBus(EventBus):
         self._reconnect_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._broken_until = 0.0
+        self._outbox: list[tuple[list[bytes], asyncio.Future[None] | None]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.dropped = 0
 
     @classmethod
     def from_url(
@@ -243,16 +246,22 @@ class ValkeyBus(EventBus):
     async def close(self) -> None:
         if self._closed:
             return
+        if self._sender is not None:
+            # Let what was published before close() go out, within the timeout.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._sender), self.timeout)
         self._closed = True
         self._healthy = False
         self._broken_until = float("inf")  # routes publish() to its closed check
-        tasks = [t for t in (self._reconnect_task, self._heartbeat_task) if t is not None]
+        tasks = [
+            t for t in (self._reconnect_task, self._heartbeat_task, self._sender) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._reconnect_task = self._heartbeat_task = None
+        self._reconnect_task = self._heartbeat_task = self._sender = None
         self._teardown()
         if self._owns_client:
             await close_client(self._client)
@@ -263,6 +272,13 @@ class ValkeyBus(EventBus):
         await self.publish_many((event,), fenced=fenced)
 
     async def publish_many(self, events: Sequence[SessionEvent], *, fenced: bool = True) -> None:
+        """Queue the events; one sender task pipelines everything queued, in order.
+
+        Concurrent writers' events share round trips. A fenced call returns once its events
+        (and every event queued before them) have reached every subscriber's connection; an
+        unfenced call returns at once, and a failure to send it is logged and counted in
+        ``dropped``.
+        """
         if not events:
             return
         if self._broken_until:
@@ -271,24 +287,48 @@ class ValkeyBus(EventBus):
             if time.monotonic() < self._broken_until:
                 raise CacheUnavailable("Valkey is unavailable (circuit open after a failure)")
             self._broken_until = 0.0
+        loop = asyncio.get_running_loop()
+        done = loop.create_future() if fenced else None
+        self._outbox.append(([e.encode() for e in events], done))
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send())
+        if done is not None:
+            await done
+
+    async def _send(self) -> None:
         client = self._client
-        try:
-            if len(events) == 1:
-                receivers = await client.publish(self.channel, events[0].encode())
-            else:
-                pipe = client.pipeline(transaction=False)
-                for event in events:
-                    pipe.publish(self.channel, event.encode())
-                receivers = max(await pipe.execute())
-            # The fence only matters to other subscribers: this process's own caches were
-            # updated directly by the writer, so its own copy of the event may come later.
-            others = int(receivers) - (1 if self._healthy else 0)
-            if fenced and self.fence and others > 0:
-                await client.ping()
-        except Exception as exc:
-            if not is_pool_exhausted(exc):
-                self._broken_until = time.monotonic() + self.retry_after
-            raise CacheUnavailable(f"Valkey PUBLISH failed: {type(exc).__name__}: {exc}") from exc
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            payloads = [p for group, _ in batch for p in group]
+            waiting = [done for _, done in batch if done is not None]
+            try:
+                if len(payloads) == 1:
+                    receivers = int(await client.publish(self.channel, payloads[0]))
+                else:
+                    pipe = client.pipeline(transaction=False)
+                    for payload in payloads:
+                        pipe.publish(self.channel, payload)
+                    receivers = max(int(n) for n in await pipe.execute())
+                # The fence only matters to other subscribers: this process's own caches were
+                # updated directly by the writer, so its own copy of the event may come later.
+                others = receivers - (1 if self._healthy else 0)
+                if waiting and self.fence and others > 0:
+                    await client.ping()
+            except Exception as exc:
+                if not is_pool_exhausted(exc):
+                    self._broken_until = time.monotonic() + self.retry_after
+                error = CacheUnavailable(f"Valkey PUBLISH failed: {type(exc).__name__}: {exc}")
+                unawaited = len(batch) - len(waiting)
+                if unawaited:
+                    self.dropped += unawaited
+                    logger.warning("dropped %d unfenced event batches: %s", unawaited, error)
+                for done in waiting:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            for done in waiting:
+                if not done.done():
+                    done.set_result(None)
 
     # --- receiving -------------------------------------------------------------------------
 
