@@ -16,6 +16,8 @@ until ``from_url`` needs one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -147,6 +149,8 @@ class ValkeyCache(SessionCache):
         self.retry_after = retry_after
         self._ttl_ms = max(1, int(ttl * 1000))
         self._tombstone_ttl_ms = max(1, int(tombstone_ttl * 1000))
+        self._tombstones: list[tuple[str, int, asyncio.Future[None]]] = []
+        self._tombstone_writer: asyncio.Task[None] | None = None
         # 0.0 while closed for business: the hot path tests one float and nothing else.
         self._broken_until = 0.0
         self._closed = False
@@ -191,6 +195,12 @@ class ValkeyCache(SessionCache):
     async def close(self) -> None:
         if self._closed:
             return
+        writer = self._tombstone_writer
+        if writer is not None:
+            # Waiting writers hold futures on it: let it finish (it is bounded by the timeouts).
+            with contextlib.suppress(Exception):
+                await writer
+            self._tombstone_writer = None
         self._closed = True
         self._broken_until = float("inf")
         if self._owns_client:
@@ -245,12 +255,30 @@ class ValkeyCache(SessionCache):
             self.stats["stale_sets"] += 1
 
     async def invalidate(self, session_id: str, version: int) -> None:
-        key = keys.session_key(self.namespace, session_id)
-        # A deleted session's tombstone lives as long as an entry could: a fill that a slow
-        # reader started before the delete must never bring it back.
-        ttl_ms = self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms
-        await self._write(key, _header(version), ttl_ms)
-        self.stats["invalidations"] += 1
+        """Queue the tombstone; one task pipelines every tombstone queued meanwhile, so
+        concurrent writers share round trips. Returns once this one is written."""
+        if self._broken_until:
+            self._refuse()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._tombstones.append((session_id, version, done))
+        if self._tombstone_writer is None or self._tombstone_writer.done():
+            self._tombstone_writer = loop.create_task(self._write_tombstones())
+        await done
+
+    async def _write_tombstones(self) -> None:
+        while self._tombstones:
+            batch, self._tombstones = self._tombstones, []
+            try:
+                await self.invalidate_many([(sid, version) for sid, version, _ in batch])
+            except CacheUnavailable as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def invalidate_many(self, items: Sequence[tuple[str, int]]) -> None:
         """All the tombstones in one pipelined round trip (the stale sweep's batches)."""
@@ -258,6 +286,17 @@ class ValkeyCache(SessionCache):
             return
         if self._broken_until:
             self._refuse()
+        # A deleted session's tombstone lives as long as an entry could: a fill that a slow
+        # reader started before the delete must never bring it back.
+        if len(items) == 1:
+            session_id, version = items[0]
+            await self._write(
+                keys.session_key(self.namespace, session_id),
+                _header(version),
+                self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms,
+            )
+            self.stats["invalidations"] += 1
+            return
         client = self._client
         try:
             for attempt in range(2):
