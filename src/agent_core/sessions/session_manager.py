@@ -563,12 +563,23 @@ class SessionManager(AsyncResource):
         await self.open()
         cutoff = utcnow() - max_age
         total = 0
-        while True:
-            heads = await self.store.sweep_stale(cutoff, limit=self.cleanup_batch_size)
-            await self._changed_many(EventKind.STATE, heads, {"reason": "heartbeat_timeout"})
-            total += len(heads)
-            if len(heads) < self.cleanup_batch_size:
-                break
+        telling: asyncio.Task[None] | None = None
+        try:
+            while True:
+                heads = await self.store.sweep_stale(cutoff, limit=self.cleanup_batch_size)
+                # Tell the caches and listeners about this batch while the store sweeps the
+                # next one; the call returns only once every batch has been told.
+                if telling is not None:
+                    await telling
+                telling = asyncio.ensure_future(
+                    self._changed_many(EventKind.STATE, heads, {"reason": "heartbeat_timeout"})
+                )
+                total += len(heads)
+                if len(heads) < self.cleanup_batch_size:
+                    break
+        finally:
+            if telling is not None:
+                await telling
         if total:
             logger.info("failed %d stale sessions", total)
         return total
