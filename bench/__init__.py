@@ -1,0 +1,1 @@
+"""agent-core benchmark suite: ``python -m bench.run`` (see docs/benchmarks.md)."""
