@@ -662,3 +662,20 @@ async def test_a_lease_of_another_session_is_no_fence(manager: SessionManager) -
         await manager.append_checkpoint(other.session_id, "wrong", lease=lease)
     got = await manager.get_session(other.session_id)
     assert got is not None and got.checkpoint_count == 1
+
+
+async def test_reads_after_atomic_writes_see_them_and_are_not_aliased(
+    manager: SessionManager,
+) -> None:
+    session = await manager.create_session("x", context={"n": 0})
+    assert (await manager.get_session(session.session_id)) is not None  # warm every tier
+    cp = await manager.append_checkpoint(session.session_id, "step", {"k": [1]})
+    cp.data["k"].append("caller's own")
+    cp.data["extra"] = True
+    head = await manager.patch_context(session.session_id, {"n": 1})
+    head.context["n"] = 99
+    got = await manager.get_session(session.session_id)
+    assert got is not None
+    assert got.version == 3 and got.context == {"n": 1}
+    assert [(c.seq, c.name) for c in got.checkpoints] == [(1, "session_created"), (2, "step")]
+    assert got.checkpoints[-1].data == {"k": [1]}

@@ -56,6 +56,14 @@ class LocalCache(SessionCache):
         self._entries.move_to_end(session_id)
         return _clone(session)
 
+    def exact(self, session_id: str, version: int) -> AgentSession | None:
+        """The cached session itself (not a copy; do not mutate it) if it is live and at
+        exactly ``version``, else ``None``."""
+        entry = self._entries.get(session_id)
+        if entry is None or entry[0] != version or entry[1] < time.monotonic():
+            return None
+        return entry[2]
+
     def put(self, session: AgentSession) -> None:
         entry = self._entries.get(session.session_id)
         # A tombstone at this very version only says the version is committed: fill it.

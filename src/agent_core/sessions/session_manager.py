@@ -366,17 +366,46 @@ class SessionManager(AsyncResource):
         await self._publish(event, fenced=fenced)
 
     async def _changed(
-        self, kind: EventKind, head: AgentSession, data: dict[str, Any] | None = None
+        self,
+        kind: EventKind,
+        head: AgentSession,
+        data: dict[str, Any] | None = None,
+        *,
+        appended: SessionCheckpoint | None = None,
     ) -> None:
-        """After a committed atomic change: invalidate every tier and tell everyone.
+        """After a committed atomic change: bring every tier up to date and tell everyone.
 
-        Both go out at once (two round trips in flight, not one after the other). A reader
-        told by the event before the tombstone lands may still read the previous version from
-        the shared cache, but only while this write has not returned; by then both are done.
+        When the in-process tier holds the version just before this one, the new version is
+        that entry plus this change (the head carries every field; ``appended`` joins the
+        window), so it is written through to every tier: the next read is a hit instead of a
+        miss. Otherwise every tier gets a tombstone at the new version.
+
+        Cache and event go out at once (two round trips in flight, not one after the other).
+        A reader told by the event before the cache write lands may still read the previous
+        version, but only while this write has not returned; by then both are done.
         """
-        await asyncio.gather(
-            self._forget(head.session_id, head.version), self._announce(kind, head, data)
+        current = self._advance(head, appended)
+        refresh = (
+            self._remember(current)
+            if current is not None
+            else self._forget(head.session_id, head.version)
         )
+        await asyncio.gather(refresh, self._announce(kind, head, data))
+
+    def _advance(
+        self, head: AgentSession, appended: SessionCheckpoint | None
+    ) -> AgentSession | None:
+        """The full session at ``head.version``, if the in-process tier holds the one before."""
+        if self.local is None:
+            return None
+        previous = self.local.exact(head.session_id, head.version - 1)
+        if previous is None:
+            return None
+        window = list(previous.checkpoints)
+        if appended is not None:
+            # The caller gets ``appended`` back: the cached copy must not share its data.
+            window.append(replace(appended, data=codec.loads(codec.dumps(appended.data))))
+        return replace(head, checkpoints=window[-self.checkpoint_window :])
 
     async def _changed_many(
         self, kind: EventKind, heads: Sequence[AgentSession], data: dict[str, Any]
@@ -618,6 +647,7 @@ class SessionManager(AsyncResource):
                 EventKind.CHECKPOINT,
                 result.session,
                 {"seq": result.checkpoint.seq, "name": name},
+                appended=result.checkpoint,
             )
         return result.checkpoint
 
