@@ -377,20 +377,20 @@ class SessionManager(AsyncResource):
 
         When the in-process tier holds the version just before this one, the new version is
         that entry plus this change (the head carries every field; ``appended`` joins the
-        window), so it is written through to every tier: the next read is a hit instead of a
-        miss. Otherwise every tier gets a tombstone at the new version.
+        window), so it is written through to that tier: this process's next read is a hit.
+        The shared cache gets a tombstone at the new version (20 bytes, pipelined with other
+        writers' tombstones) rather than the whole session: the next reader elsewhere fills it.
 
         Cache and event go out at once (two round trips in flight, not one after the other).
         A reader told by the event before the cache write lands may still read the previous
         version, but only while this write has not returned; by then both are done.
         """
         current = self._advance(head, appended)
-        refresh = (
-            self._remember(current)
-            if current is not None
-            else self._forget(head.session_id, head.version)
+        if current is not None and self.local is not None:
+            self.local.put(current)
+        await asyncio.gather(
+            self._forget(head.session_id, head.version), self._announce(kind, head, data)
         )
-        await asyncio.gather(refresh, self._announce(kind, head, data))
 
     def _advance(
         self, head: AgentSession, appended: SessionCheckpoint | None
