@@ -437,14 +437,15 @@ class SessionManager(AsyncResource):
         if self.cache is None:
             return
         cache = await self._shared_cache()
-        try:
-            if cache is None:
-                raise CacheUnavailable("owed invalidations are still pending")
-            await cache.invalidate_many(items)
-        except CacheUnavailable as exc:
-            self._cache_failed("invalidate", exc)
-            for session_id, version in items:
-                self._owe(session_id, version)
+        if cache is not None:
+            try:
+                await cache.invalidate_many(items)
+                return
+            except CacheUnavailable as exc:
+                self._cache_failed("invalidate", exc)
+        # Unreachable, or still owed older invalidations: these join them.
+        for session_id, version in items:
+            self._owe(session_id, version)
 
     async def _publish_many(self, events: Sequence[SessionEvent]) -> None:
         try:
