@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from types import TracebackType
 from typing import Self
 
 from agent_core.bus.base import EventBus, EventKind, SessionEvent
+from agent_core.resource import AsyncResource
 
 __all__ = ["EventStream"]
 
 
-class EventStream:
+class EventStream(AsyncResource):
     """Events that match every given filter, in arrival order.
 
-    It subscribes on ``__aenter__`` (or on first iteration), so events published after
+    It subscribes on ``open()`` / ``__aenter__`` (or on first iteration), so events published after
     ``async with manager.events(...) as stream:`` are never missed. Delivery is at most once;
     a reader that falls ``max_queue`` events behind loses the oldest (counted in ``dropped``).
     """
@@ -55,20 +55,20 @@ class EventStream:
             self.dropped += 1
         self._queue.put_nowait(event)
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         if self._unsubscribe is None:
             if self._before_start is not None:
                 await self._before_start()
             self._unsubscribe = self._bus.subscribe(self._accept)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
 
     async def get(self, timeout: float | None = None) -> SessionEvent:
         """The next event; ``TimeoutError`` if none arrives within ``timeout`` seconds."""
-        await self.start()
+        await self.open()
         return await asyncio.wait_for(self._queue.get(), timeout)
 
     def __aiter__(self) -> Self:
@@ -76,15 +76,3 @@ class EventStream:
 
     async def __anext__(self) -> SessionEvent:
         return await self.get()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
