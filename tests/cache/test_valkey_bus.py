@@ -14,6 +14,7 @@ import pytest
 from agent_core.bus.base import EventKind, SessionEvent
 from agent_core.bus.valkey import ValkeyBus
 from agent_core.cache import keys
+from agent_core.cache.valkey import ValkeyCache
 from agent_core.errors import CacheUnavailable, ConfigurationError, NotOpenError
 from tests.servers.valkey import ValkeyTestServer, make_client
 
@@ -348,3 +349,65 @@ async def test_unfenced_events_keep_their_place_and_concurrent_ones_share_trips(
     await asyncio.gather(*(a.publish(e) for e in batch))
     b.poll()
     assert got.events[2:] == batch
+
+
+async def test_cache_writes_travel_with_their_events(
+    server: ValkeyTestServer, namespace: str, buses: MakeBus
+) -> None:
+    a, b = await buses(), await buses()
+    cache = ValkeyCache(a.client, namespace=namespace)
+    own = ValkeyCache.from_url(server.url, namespace=namespace)
+    elsewhere = ValkeyCache.from_url(server.url.rsplit("/", 1)[0] + "/1", namespace=namespace)
+    try:
+        assert a.shares_server_with(cache) and a.shares_server_with(own)
+        assert not a.shares_server_with(elsewhere)  # another database: keys live apart
+    finally:
+        await own.close()
+        await elsewhere.close()
+    got = Recorder()
+    b.subscribe(got)
+
+    def stored(sid: str) -> Awaitable[bytes | None]:
+        return a.client.get(keys.session_key(namespace, sid))  # type: ignore[no-any-return]
+
+    # The server lost its scripts (as after a restart): the single-command path recovers.
+    await a.client.script_flush()
+    e = event(5)
+    await a.publish(e, write=cache.tombstone_write(e.session_id, 5))
+    b.poll()
+    assert got.events == [e] and await stored(e.session_id) == b"%020d" % 5
+    # An older write loses to the newer tombstone; its event goes out all the same.
+    late = SessionEvent(kind=EventKind.UPDATED, session_id=e.session_id, version=3)
+    await a.publish(late, write=cache.tombstone_write(e.session_id, 3))
+    b.poll()
+    assert got.events[-1] == late and await stored(e.session_id) == b"%020d" % 5
+
+    # Batches are pipelined in chunks, in order, with the script loaded on the way; then again
+    # after the server forgot it while this bus believed it loaded.
+    for _ in range(2):
+        await a.client.script_flush()
+        batch = [event(n) for n in range(1, 301)]
+        writes = [cache.tombstone_write(x.session_id, x.version) for x in batch]
+        await a.publish_many(batch, writes=writes)
+        b.poll()
+        assert got.events[-300:] == batch
+        for x in batch:
+            assert await stored(x.session_id) == b"%020d" % x.version
+
+
+async def test_a_cancelled_publisher_hands_the_queue_over(buses: MakeBus) -> None:
+    a, b = await buses(), await buses()
+    got = Recorder()
+    b.subscribe(got)
+    first, second = event(1), event(2)
+    leader = asyncio.create_task(a.publish(first))
+    await asyncio.sleep(0)  # the leader is waiting for its reply: it sends, nobody else
+    follower = asyncio.create_task(a.publish(second))
+    await asyncio.sleep(0)  # queued behind the leader
+    leader.cancel()
+    await asyncio.wait_for(follower, 2)  # not stranded by the leader's cancellation
+    b.poll()
+    assert got.events[-1] == second
+    await a.publish(third := event(3))  # and the bus still works
+    b.poll()
+    assert got.events[-1] == third

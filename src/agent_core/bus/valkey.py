@@ -30,7 +30,16 @@ from typing import Any, Self
 
 from agent_core.bus.base import EventBus, SessionEvent
 from agent_core.cache import keys
-from agent_core.cache.valkey import client_from_url, close_client, is_pool_exhausted
+from agent_core.cache.valkey import (
+    WRITE_SCRIPT,
+    WRITE_SHA,
+    CacheWrite,
+    ValkeyCache,
+    client_from_url,
+    close_client,
+    is_noscript,
+    is_pool_exhausted,
+)
 from agent_core.errors import CacheUnavailable, ConfigurationError, NotOpenError
 
 __all__ = ["ValkeyBus"]
@@ -38,6 +47,10 @@ __all__ = ["ValkeyBus"]
 logger = logging.getLogger(__name__)
 
 _PING = b"*1\r\n$4\r\nPING\r\n"
+_CHUNK = 128  # commands per pipeline
+
+# An event's encoded message, and the cache write to send in the same command (or None).
+_Message = tuple[bytes, CacheWrite | None]
 _RECV_SIZE = 65536
 
 
@@ -117,6 +130,20 @@ def _parse_all(buf: bytearray) -> list[Any]:
     return replies
 
 
+def _address(client: Any) -> tuple[Any, ...] | None:
+    """Where ``client``'s commands go (socket, host, port, database, user), if it says."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if not isinstance(kwargs, dict):
+        return None
+    return (
+        kwargs.get("path"),
+        kwargs.get("host") or "localhost",
+        int(kwargs.get("port") or 6379),
+        int(kwargs.get("db") or 0),
+        kwargs.get("username"),
+    )
+
+
 class ValkeyBus(EventBus):
     """Session events over ``PUBLISH``/``SUBSCRIBE`` on ``keys.events_channel(namespace)``.
 
@@ -164,8 +191,11 @@ class ValkeyBus(EventBus):
         self._reconnect_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._broken_until = 0.0
-        self._outbox: list[tuple[list[bytes], asyncio.Future[None] | None]] = []
+        self._outbox: list[tuple[list[_Message], asyncio.Future[None] | None]] = []
         self._sender: asyncio.Task[None] | None = None
+        # True while a batch is in flight (a publisher's own, or the sender task's).
+        self._sending = False
+        self._script_loaded = False
         self.dropped = 0
 
     @classmethod
@@ -268,16 +298,38 @@ class ValkeyBus(EventBus):
 
     # --- publishing ------------------------------------------------------------------------
 
-    async def publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
-        await self.publish_many((event,), fenced=fenced)
+    def shares_server_with(self, cache: ValkeyCache) -> bool:
+        """True when ``cache`` writes to the server (and database) this bus publishes on, so
+        that a cache write and its event can travel as one command (``publish(write=...)``)."""
+        if cache.client is self._client:
+            return True
+        mine, theirs = _address(self._client), _address(cache.client)
+        return mine is not None and mine == theirs
 
-    async def publish_many(self, events: Sequence[SessionEvent], *, fenced: bool = True) -> None:
-        """Queue the events; one sender task pipelines everything queued, in order.
+    async def publish(
+        self, event: SessionEvent, *, fenced: bool = True, write: CacheWrite | None = None
+    ) -> None:
+        await self.publish_many((event,), fenced=fenced, writes=None if write is None else (write,))
 
-        Concurrent writers' events share round trips. A fenced call returns once its events
-        (and every event queued before them) have reached every subscriber's connection; an
-        unfenced call returns at once, and a failure to send it is logged and counted in
-        ``dropped``.
+    async def publish_many(
+        self,
+        events: Sequence[SessionEvent],
+        *,
+        fenced: bool = True,
+        writes: Sequence[CacheWrite | None] | None = None,
+    ) -> None:
+        """Send the events in order, after everything published before them.
+
+        ``writes``, one per event (or ``None``), are cache writes (``ValkeyCache.entry_write``,
+        ``tombstone_write``) to send in the same command as their event: one command per
+        change, and the write and its announcement succeed or fail together (callers check
+        ``shares_server_with`` first).
+
+        A fenced call returns once its events (and every event queued before them) have reached
+        every subscriber's connection, and raises ``CacheUnavailable`` if they could not be
+        sent. When nothing is in flight it sends them itself; otherwise they join the queue
+        that one sender task pipelines, so concurrent writers share round trips. An unfenced
+        call returns at once; a failure to send it is logged and counted in ``dropped``.
         """
         if not events:
             return
@@ -287,48 +339,126 @@ class ValkeyBus(EventBus):
             if time.monotonic() < self._broken_until:
                 raise CacheUnavailable("Valkey is unavailable (circuit open after a failure)")
             self._broken_until = 0.0
+        if writes is None:
+            messages: list[_Message] = [(e.encode(), None) for e in events]
+        else:
+            messages = [(e.encode(), w) for e, w in zip(events, writes, strict=True)]
+        if fenced and not self._sending:
+            # Nothing in flight: no task hop; whatever queues meanwhile goes out after this.
+            self._sending = True
+            try:
+                await self._transmit(messages, fenced=True)
+            except Exception as exc:
+                raise self._failed(exc) from exc
+            finally:
+                self._hand_over()
+            return
         loop = asyncio.get_running_loop()
         done = loop.create_future() if fenced else None
-        self._outbox.append(([e.encode() for e in events], done))
-        if self._sender is None or self._sender.done():
+        self._outbox.append((messages, done))
+        if not self._sending:
+            self._sending = True
             self._sender = loop.create_task(self._send())
         if done is not None:
             await done
 
+    def _hand_over(self) -> None:
+        """After a publisher's own batch: the sender task takes what queued meanwhile."""
+        if self._outbox and not self._closed:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        else:
+            self._sending = False
+
+    def _failed(self, exc: BaseException) -> CacheUnavailable:
+        if not is_pool_exhausted(exc):
+            self._broken_until = time.monotonic() + self.retry_after
+        return CacheUnavailable(f"Valkey PUBLISH failed: {type(exc).__name__}: {exc}")
+
     async def _send(self) -> None:
-        client = self._client
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            payloads = [p for group, _ in batch for p in group]
-            waiting = [done for _, done in batch if done is not None]
-            try:
-                if len(payloads) == 1:
-                    receivers = int(await client.publish(self.channel, payloads[0]))
-                else:
-                    pipe = client.pipeline(transaction=False)
-                    for payload in payloads:
-                        pipe.publish(self.channel, payload)
-                    receivers = max(int(n) for n in await pipe.execute())
-                # The fence only matters to other subscribers: this process's own caches were
-                # updated directly by the writer, so its own copy of the event may come later.
-                others = receivers - (1 if self._healthy else 0)
-                if waiting and self.fence and others > 0:
-                    await client.ping()
-            except Exception as exc:
-                if not is_pool_exhausted(exc):
-                    self._broken_until = time.monotonic() + self.retry_after
-                error = CacheUnavailable(f"Valkey PUBLISH failed: {type(exc).__name__}: {exc}")
-                unawaited = len(batch) - len(waiting)
-                if unawaited:
-                    self.dropped += unawaited
-                    logger.warning("dropped %d unfenced event batches: %s", unawaited, error)
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                messages = [m for group, _ in batch for m in group]
+                waiting = [done for _, done in batch if done is not None]
+                try:
+                    await self._transmit(messages, fenced=bool(waiting))
+                except Exception as exc:
+                    error = self._failed(exc)
+                    unawaited = len(batch) - len(waiting)
+                    if unawaited:
+                        self.dropped += unawaited
+                        logger.warning("dropped %d unfenced event batches: %s", unawaited, error)
+                    for done in waiting:
+                        if not done.done():
+                            done.set_exception(error)
+                    continue
                 for done in waiting:
                     if not done.done():
-                        done.set_exception(error)
-                continue
-            for done in waiting:
-                if not done.done():
-                    done.set_result(None)
+                        done.set_result(None)
+        finally:
+            self._sending = False
+
+    async def _transmit(self, messages: list[_Message], *, fenced: bool) -> None:
+        """Send ``messages`` in order (one command each); with ``fenced``, return once every
+        other subscriber's copy has left the server."""
+        client = self._client
+        channel = self.channel
+        if len(messages) == 1 and (messages[0][1] is None or self._script_loaded):
+            payload, write = messages[0]
+            if write is None:
+                receivers = int(await client.publish(channel, payload))
+            else:
+                args = (write.key, write.value, write.ttl_ms, channel, payload)
+                try:
+                    receivers = int(await client.evalsha(WRITE_SHA, 1, *args))
+                except Exception as exc:
+                    if not is_noscript(exc):
+                        raise
+                    # The server lost its scripts (a restart): EVAL runs and caches it again.
+                    receivers = int(await client.eval(WRITE_SCRIPT, 1, *args))
+        else:
+            receivers = 0
+            for start in range(0, len(messages), _CHUNK):
+                # Chunks: packing a sweep batch's commands and parsing their replies in one go
+                # would hold the event loop (and every other task of this process) for as long.
+                receivers = max(receivers, await self._pipeline(messages[start : start + _CHUNK]))
+        # The fence only matters to other subscribers: this process's own caches were updated
+        # directly by the writer, so its own copy of the event may come later.
+        others = receivers - (1 if self._healthy else 0)
+        if fenced and self.fence and others > 0:
+            await client.ping()
+
+    async def _pipeline(self, messages: list[_Message]) -> int:
+        """One pipeline of ``messages``; returns the most subscribers any of them reached."""
+        load = not self._script_loaded and any(write is not None for _, write in messages)
+        pipe = self._client.pipeline(transaction=False)
+        if load:
+            pipe.script_load(WRITE_SCRIPT)
+        for payload, write in messages:
+            if write is None:
+                pipe.publish(self.channel, payload)
+            else:
+                pipe.evalsha(
+                    WRITE_SHA, 1, write.key, write.value, write.ttl_ms, self.channel, payload
+                )
+        replies = list(await pipe.execute(raise_on_error=False))
+        if load:
+            loaded = replies.pop(0)
+            if isinstance(loaded, Exception):
+                raise loaded
+            self._script_loaded = True
+        lost = [m for m, r in zip(messages, replies, strict=True) if is_noscript(r)]
+        errors = [r for r in replies if isinstance(r, Exception) and not is_noscript(r)]
+        if errors:
+            raise errors[0]
+        counts = [int(r) for r in replies if not isinstance(r, Exception)]
+        if lost:
+            # The server lost its scripts since they were loaded (a restart the subscriber has
+            # not noticed yet): send those again with the script. They land after the rest of
+            # this chunk; subscribers of a restarted server have been told to drop everything.
+            self._script_loaded = False
+            counts.append(await self._pipeline(lost))
+        return max(counts, default=0)
 
     # --- receiving -------------------------------------------------------------------------
 
@@ -547,6 +677,7 @@ class ValkeyBus(EventBus):
             return
         self._teardown()
         self._healthy = False
+        self._script_loaded = False  # a restarted server has none of them
         self.generation += 1
         if self._closed:
             return

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import orjson
 
@@ -35,29 +35,52 @@ from agent_core.errors import (
 )
 from agent_core.sessions.session_models import AgentSession
 
-__all__ = ["ValkeyCache", "client_from_url", "close_client", "is_pool_exhausted"]
+__all__ = [
+    "WRITE_SCRIPT",
+    "WRITE_SHA",
+    "CacheWrite",
+    "ValkeyCache",
+    "client_from_url",
+    "close_client",
+    "is_noscript",
+    "is_pool_exhausted",
+]
 
 _HEADER = 20
 _SCHEMES = {"valkey": "redis", "valkeys": "rediss", "redis": "redis", "rediss": "rediss"}
 
 # KEYS[1] the session key; ARGV[1] the new value (header + body, or a bare header for a
-# tombstone); ARGV[2] its TTL in milliseconds. Nothing replaces a newer version, and nothing
-# replaces an entry at the same version (it already holds that version); a tombstone at version
-# v says "v is committed", so a fill of v itself is welcome.
+# tombstone); ARGV[2] its TTL in milliseconds; optionally ARGV[3] a channel and ARGV[4] a message
+# to PUBLISH there in the same command (the event bus sends a write and its event as one
+# command). Nothing replaces a newer version, and nothing replaces an entry at the same version
+# (it already holds that version); a tombstone at version v says "v is committed", so a fill of
+# v itself is welcome. The event goes out either way: the write it announces did commit.
+# Returns the number of subscribers that got the message when there is one, else 1 for written
+# and 0 for refused.
 # Versions compare as fixed-width digit strings: exact for any 64-bit version.
-_WRITE_SCRIPT = """
+WRITE_SCRIPT = """
+local written = 0
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  local old = string.sub(cur, 1, 20)
-  local new = string.sub(ARGV[1], 1, 20)
-  if old > new or (old == new and string.len(cur) > 20) then
-    return 0
-  end
+local new = string.sub(ARGV[1], 1, 20)
+if not cur or string.sub(cur, 1, 20) < new
+   or (string.sub(cur, 1, 20) == new and string.len(cur) <= 20) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  written = 1
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+if ARGV[3] then
+  return redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return written
 """
-_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+WRITE_SHA = hashlib.sha1(WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+class CacheWrite(NamedTuple):
+    """One versioned write of ``WRITE_SCRIPT``: an entry or a tombstone, ready to send."""
+
+    key: str
+    value: bytes
+    ttl_ms: int
 
 
 def _header(version: int) -> bytes:
@@ -71,8 +94,10 @@ def is_pool_exhausted(exc: BaseException) -> bool:
     return type(exc).__name__ == "MaxConnectionsError"
 
 
-def _is_noscript(exc: BaseException) -> bool:
+def is_noscript(exc: object) -> bool:
     # Duck-typed so that redis-py's and valkey-py's NoScriptError are both recognised.
+    if not isinstance(exc, Exception):
+        return False
     return type(exc).__name__ == "NoScriptError" or str(exc).startswith("NOSCRIPT")
 
 
@@ -246,9 +271,32 @@ class ValkeyCache(SessionCache):
         self.stats["hits"] += 1
         return session
 
+    def entry_write(self, session: AgentSession) -> CacheWrite:
+        """The write that caches ``session`` (for a caller that sends it itself)."""
+        if self._broken_until:
+            self._refuse()
+        return CacheWrite(
+            keys.session_key(self.namespace, session.session_id),
+            _header(session.version) + orjson.dumps(session.to_dict()),
+            self._ttl_ms,
+        )
+
+    def tombstone_write(self, session_id: str, version: int) -> CacheWrite:
+        """The write that invalidates every cached version before ``version``.
+
+        A deleted session's tombstone lives as long as an entry could: a fill that a slow
+        reader started before the delete must never bring it back.
+        """
+        if self._broken_until:
+            self._refuse()
+        return CacheWrite(
+            keys.session_key(self.namespace, session_id),
+            _header(version),
+            self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms,
+        )
+
     async def set(self, session: AgentSession) -> None:
-        value = _header(session.version) + orjson.dumps(session.to_dict())
-        key = keys.session_key(self.namespace, session.session_id)
+        key, value, _ = self.entry_write(session)
         if await self._write(key, value, self._ttl_ms):
             self.stats["sets"] += 1
         else:
@@ -286,32 +334,24 @@ class ValkeyCache(SessionCache):
             return
         if self._broken_until:
             self._refuse()
-        # A deleted session's tombstone lives as long as an entry could: a fill that a slow
-        # reader started before the delete must never bring it back.
-        if len(items) == 1:
-            session_id, version = items[0]
-            await self._write(
-                keys.session_key(self.namespace, session_id),
-                _header(version),
-                self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms,
-            )
+        writes = [self.tombstone_write(session_id, version) for session_id, version in items]
+        if len(writes) == 1:
+            await self._write(*writes[0])
             self.stats["invalidations"] += 1
             return
         client = self._client
         try:
             for attempt in range(2):
                 pipe = client.pipeline(transaction=False)
-                for session_id, version in items:
-                    ttl_ms = self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms
-                    key = keys.session_key(self.namespace, session_id)
-                    pipe.evalsha(_WRITE_SHA, 1, key, _header(version), ttl_ms)
+                for key, value, ttl_ms in writes:
+                    pipe.evalsha(WRITE_SHA, 1, key, value, ttl_ms)
                 try:
                     await pipe.execute()
                     break
                 except Exception as exc:
-                    if attempt or not _is_noscript(exc):
+                    if attempt or not is_noscript(exc):
                         raise
-                    await client.script_load(_WRITE_SCRIPT)
+                    await client.script_load(WRITE_SCRIPT)
         except Exception as exc:
             raise self._failed("write", exc) from exc
         self.stats["invalidations"] += len(items)
@@ -322,13 +362,13 @@ class ValkeyCache(SessionCache):
         client = self._client
         try:
             try:
-                written = await client.evalsha(_WRITE_SHA, 1, key, value, ttl_ms)
+                written = await client.evalsha(WRITE_SHA, 1, key, value, ttl_ms)
             except Exception as exc:
-                if not _is_noscript(exc):
+                if not is_noscript(exc):
                     raise
                 # First use on this server (or it restarted, or flushed its scripts): EVAL
                 # runs the script and caches it under the same SHA for the next EVALSHA.
-                written = await client.eval(_WRITE_SCRIPT, 1, key, value, ttl_ms)
+                written = await client.eval(WRITE_SCRIPT, 1, key, value, ttl_ms)
         except Exception as exc:
             raise self._failed("write", exc) from exc
         return bool(written)

@@ -21,8 +21,10 @@ from agent_core import codec
 from agent_core.bus.base import EventBus, EventKind, SessionEvent
 from agent_core.bus.local import InProcessBus
 from agent_core.bus.stream import EventStream
+from agent_core.bus.valkey import ValkeyBus
 from agent_core.cache.base import DELETED_VERSION, SessionCache
 from agent_core.cache.local import LocalCache
+from agent_core.cache.valkey import ValkeyCache
 from agent_core.config import cache_from_url, store_from_url
 from agent_core.errors import CacheUnavailable, LeaseLost, ValidationError
 from agent_core.resource import AsyncResource
@@ -136,6 +138,9 @@ class SessionManager(AsyncResource):
         self.max_owed_invalidations = 100_000
         self.replay_interval = 0.1
         self._replayer: asyncio.Task[None] | None = None
+        # Set on open() when the bus and the shared cache are on one Valkey server: a change's
+        # cache write and its event then go out as one command.
+        self._carrier: tuple[ValkeyBus, ValkeyCache] | None = None
 
     # --- construction ------------------------------------------------------------------------
 
@@ -200,6 +205,13 @@ class SessionManager(AsyncResource):
                 await self.store.close()
                 raise
             self._bus_generation = self.bus.generation
+            bus, cache = self.bus, self.cache
+            if (
+                isinstance(bus, ValkeyBus)
+                and isinstance(cache, ValkeyCache)
+                and bus.shares_server_with(cache)
+            ):
+                self._carrier = (bus, cache)
             if self.local is not None:
                 self._unsubscribe = self.bus.subscribe(self._on_event_for_local)
             self._opened = True
@@ -306,45 +318,52 @@ class SessionManager(AsyncResource):
         """A copy of ``session`` holding only the checkpoint window the store would return."""
         return replace(session, checkpoints=session.checkpoints[-self.checkpoint_window :])
 
-    async def _remember(self, session: AgentSession, *, shared: bool = True) -> None:
-        """Put a freshly committed or loaded session in the cache tiers (the in-process one
-        only, without ``shared``)."""
+    async def _remember(self, session: AgentSession) -> None:
+        """Put a freshly loaded session in the cache tiers."""
         snapshot = self._window(session)
         if self.local is not None:
             self.local.put(snapshot)
-        if self.cache is None or not shared:
+        await self._remember_shared(snapshot)
+
+    async def _remember_shared(self, snapshot: AgentSession) -> None:
+        """Put ``snapshot`` in the shared cache (if there is one)."""
+        if self.cache is None:
             return
         cache = await self._shared_cache()
         if cache is None:
             # An older copy may still sit in the unreachable cache: it must go when it returns.
-            self._owe(session.session_id, session.version)
+            self._owe(snapshot.session_id, snapshot.version)
             return
         try:
             await cache.set(snapshot)
         except CacheUnavailable as exc:
             self._cache_failed("set", exc)
-            self._owe(session.session_id, session.version)
+            self._owe(snapshot.session_id, snapshot.version)
 
     async def _forget(self, session_id: str, version: int) -> None:
         if self.local is not None:
             self.local.drop(session_id, version)
-        if self.cache is None:
-            return
-        cache = await self._shared_cache()
-        if cache is None:
-            self._owe(session_id, version)
-            return
-        try:
-            await cache.invalidate(session_id, version)
-        except CacheUnavailable as exc:
-            self._cache_failed("invalidate", exc)
-            self._owe(session_id, version)
+        await self._forget_shared([(session_id, version)])
 
     async def _publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
         try:
             await self.bus.publish(event, fenced=fenced)
         except CacheUnavailable as exc:
             self._cache_failed("publish", exc)
+
+    @staticmethod
+    def _event(
+        kind: EventKind, head: AgentSession, data: dict[str, Any] | None = None
+    ) -> SessionEvent:
+        return SessionEvent(
+            kind=kind,
+            session_id=head.session_id,
+            version=DELETED_VERSION if kind is EventKind.DELETED else head.version,
+            agent_type=head.agent_type,
+            user_id=head.user_id,
+            state=head.state.value,
+            data=data or {},
+        )
 
     async def _announce(
         self,
@@ -354,16 +373,43 @@ class SessionManager(AsyncResource):
         *,
         fenced: bool = True,
     ) -> None:
-        event = SessionEvent(
-            kind=kind,
-            session_id=head.session_id,
-            version=DELETED_VERSION if kind is EventKind.DELETED else head.version,
-            agent_type=head.agent_type,
-            user_id=head.user_id,
-            state=head.state.value,
-            data=data or {},
-        )
-        await self._publish(event, fenced=fenced)
+        await self._publish(self._event(kind, head, data), fenced=fenced)
+
+    async def _share(self, event: SessionEvent, entry: AgentSession | None = None) -> None:
+        """Bring the shared cache (if any) to ``event.version`` and tell everyone: ``entry``
+        (that version, windowed) is cached, or without one a tombstone says the version exists.
+
+        When the bus and the cache are on one Valkey server this is one command. Otherwise
+        cache and event go out at once (two round trips in flight, not one after the other): a
+        reader told by the event before the cache write lands may still read the previous
+        version, but only while this write has not returned; by then both are done.
+        """
+        if self.cache is None:
+            await self._publish(event)
+            return
+        carrier = self._carrier
+        if carrier is None:
+            if entry is not None:
+                cached = self._remember_shared(entry)
+            else:
+                cached = self._forget_shared([(event.session_id, event.version)])
+            await asyncio.gather(cached, self._publish(event))
+            return
+        bus, cache = carrier
+        if await self._shared_cache() is None:
+            self._owe(event.session_id, event.version)
+            await self._publish(event)
+            return
+        try:
+            if entry is not None:
+                write = cache.entry_write(entry)
+            else:
+                write = cache.tombstone_write(event.session_id, event.version)
+            await bus.publish(event, write=write)
+        except CacheUnavailable as exc:
+            # Sent or not, it is unknown: the tombstone is owed; the event is lost (at most once).
+            self._cache_failed("invalidate", exc)
+            self._owe(event.session_id, event.version)
 
     async def _changed(
         self,
@@ -378,19 +424,17 @@ class SessionManager(AsyncResource):
         When the in-process tier holds the version just before this one, the new version is
         that entry plus this change (the head carries every field; ``appended`` joins the
         window), so it is written through to that tier: this process's next read is a hit.
-        The shared cache gets a tombstone at the new version (20 bytes, pipelined with other
-        writers' tombstones) rather than the whole session: the next reader elsewhere fills it.
-
-        Cache and event go out at once (two round trips in flight, not one after the other).
-        A reader told by the event before the cache write lands may still read the previous
-        version, but only while this write has not returned; by then both are done.
+        The shared cache gets a tombstone at the new version (20 bytes) rather than the whole
+        session: the next reader elsewhere fills it.
         """
-        current = self._advance(head, appended)
-        if current is not None and self.local is not None:
-            self.local.put(current)
-        await asyncio.gather(
-            self._forget(head.session_id, head.version), self._announce(kind, head, data)
-        )
+        local = self.local
+        if local is not None:
+            current = self._advance(head, appended)
+            if current is not None:
+                local.put(current)
+            else:
+                local.drop(head.session_id, head.version)
+        await self._share(self._event(kind, head, data))
 
     def _advance(
         self, head: AgentSession, appended: SessionCheckpoint | None
@@ -428,8 +472,19 @@ class SessionManager(AsyncResource):
             )
             for head in heads
         ]
+        carrier = self._carrier
+        if carrier is not None and await self._shared_cache() is not None:
+            bus, cache = carrier
+            try:
+                writes = [cache.tombstone_write(e.session_id, e.version) for e in events]
+                await bus.publish_many(events, writes=writes)
+            except CacheUnavailable as exc:
+                self._cache_failed("invalidate", exc)
+                for event in events:
+                    self._owe(event.session_id, event.version)
+            return
         await asyncio.gather(
-            self._forget_shared([(h.session_id, h.version) for h in heads]),
+            self._forget_shared([(e.session_id, e.version) for e in events]),
             self._publish_many(events),
         )
 
@@ -480,10 +535,9 @@ class SessionManager(AsyncResource):
             cp.seq = seq
         # Nobody can hold an older copy of a new session: no tier needs invalidating, so the
         # event needs no fence, and the shared cache is filled by the first reader instead.
-        await asyncio.gather(
-            self._remember(session, shared=False),
-            self._announce(EventKind.CREATED, head, fenced=False),
-        )
+        if self.local is not None:
+            self.local.put(self._window(session))
+        await self._announce(EventKind.CREATED, head, fenced=False)
         logger.debug("created session %s for agent %r", session.session_id, agent_type)
         return session
 
@@ -550,7 +604,10 @@ class SessionManager(AsyncResource):
         first = head.checkpoint_count - len(pending) + 1
         for seq, cp in enumerate(pending, start=first):
             cp.seq = seq
-        await asyncio.gather(self._remember(session), self._announce(EventKind.UPDATED, head))
+        snapshot = self._window(session)
+        if self.local is not None:
+            self.local.put(snapshot)
+        await self._share(self._event(EventKind.UPDATED, head), snapshot)
 
     async def delete_session(self, session_id: str) -> bool:
         """Soft-delete: hidden from reads, kept for audit. False if no live session had the id."""
@@ -558,11 +615,14 @@ class SessionManager(AsyncResource):
         await self.open()
         deleted = await self.store.delete(session_id)
         # Tombstone every tier even when the store found nothing live: a tier may still hold it.
-        await self._forget(session_id, DELETED_VERSION)
-        if deleted:
-            head = AgentSession(agent_type="", session_id=session_id, state=SessionState.DELETED)
-            await self._announce(EventKind.DELETED, head)
-        return deleted
+        if not deleted:
+            await self._forget(session_id, DELETED_VERSION)
+            return False
+        if self.local is not None:
+            self.local.drop(session_id, DELETED_VERSION)
+        head = AgentSession(agent_type="", session_id=session_id, state=SessionState.DELETED)
+        await self._share(self._event(EventKind.DELETED, head))
+        return True
 
     async def get_active_sessions(
         self,
