@@ -37,7 +37,7 @@ from agent_core.sessions.session_models import (
     SessionState,
     utcnow,
 )
-from agent_core.stores.base import AppendResult, SessionStore
+from agent_core.stores.base import AppendResult, SessionStore, SweptSession
 from agent_core.stores.memory import MemoryStore
 from agent_core.stores.postgres import PostgresStore
 from tests.servers.postgres import ENV_URL, PostgresServer, server_for_tests
@@ -356,10 +356,10 @@ async def test_concurrent_sweepers_never_process_a_session_twice(pg_dsn: str) ->
         PostgresStore(pg_dsn, min_size=1) as first,
         PostgresStore(pg_dsn, min_size=1, create_schema=False) as second,
     ):
-        stale = set()
+        stale: dict[str, str] = {}
         for i in range(300):
             head = await first.create(_session(last_heartbeat=old, user_id=f"u{i % 10}"))
-            stale.add(head.session_id)
+            stale[head.session_id] = head.user_id
         fresh = [(await first.create(_session(last_heartbeat=now))).session_id for _ in range(20)]
         paused = await first.create(_session(last_heartbeat=old))
         await first.set_state(paused.session_id, SessionState.PAUSED)
@@ -371,16 +371,22 @@ async def test_concurrent_sweepers_never_process_a_session_twice(pg_dsn: str) ->
                 if not batch:
                     return seen
                 assert len(batch) <= 7
-                for head in batch:
-                    assert head.state is SessionState.FAILED
-                    assert head.context["failure_reason"] == "heartbeat_timeout"
-                    assert head.checkpoints == []
-                seen.extend(h.session_id for h in batch)
+                for swept in batch:
+                    assert type(swept) is SweptSession
+                    assert swept.state is SessionState.FAILED
+                    assert (swept.version, swept.agent_type) == (2, "researcher")
+                    assert swept.user_id == stale[swept.session_id]
+                seen.extend(s.session_id for s in batch)
 
         results = await asyncio.gather(sweeper(first), sweeper(second), sweeper(first))
         swept = [sid for batch in results for sid in batch]
         assert len(swept) == len(set(swept)), "a session was swept twice"
-        assert set(swept) == stale
+        assert set(swept) == set(stale)
+        for sid in list(stale)[:20]:
+            failed = await first.get(sid, window=0)
+            assert failed is not None and failed.state is SessionState.FAILED
+            assert failed.context == {"failure_reason": "heartbeat_timeout"}
+            assert failed.version == 2
         for sid in fresh:
             kept = await first.get(sid, window=0)
             assert kept is not None and kept.state is SessionState.ACTIVE
@@ -522,6 +528,14 @@ async def test_strings_postgresql_cannot_hold_round_trip(store: PostgresStore) -
         assert got.checkpoints[0].data == context
         listed = await store.list_sessions(state=None, agent_type=text, user_id=text)
         assert [s.session_id for s in listed] == [head.session_id]
+        assert await store.purge(user_id=text) == 1
+        stale = await store.create(
+            _session(agent_type=text, user_id=text, last_heartbeat=utcnow() - timedelta(hours=1))
+        )
+        swept = await store.sweep_stale(utcnow(), limit=10)
+        assert swept == [
+            SweptSession(stale.session_id, 2, text, text, SessionState.FAILED),
+        ]
         assert await store.purge(user_id=text) == 1
 
 

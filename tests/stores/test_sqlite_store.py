@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import os
 import sqlite3
 import statistics
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,8 @@ import pytest
 import agent_core
 from agent_core.errors import NotOpenError, SessionNotFound, StoreUnavailable
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint, SessionState
+from agent_core.stores.base import SweptSession
+from agent_core.stores.memory import MemoryStore
 from agent_core.stores.migrations import load_migrations
 from agent_core.stores.sqlite import SQLiteStore
 
@@ -54,7 +60,7 @@ async def run_python(code: str, *args: str, timeout: float = 60) -> str:
 
 
 def new_session(**kwargs: Any) -> AgentSession:
-    return AgentSession(agent_type="test", user_id="u1", **kwargs)
+    return AgentSession(**{"agent_type": "test", "user_id": "u1", **kwargs})
 
 
 # --- connection and file -------------------------------------------------------------------
@@ -313,9 +319,9 @@ async def test_reads_and_appends_never_scan(store: SQLiteStore) -> None:
 
     statements: list[str] = []
     # White-box: trace the statements the store's own connection runs.
-    executor, conn = store._executor, store._conn
-    assert executor is not None and conn is not None
-    executor.submit(conn.set_trace_callback, statements.append).result()
+    worker, conn = store._worker, store._conn
+    assert worker is not None and conn is not None
+    await worker.submit(partial(conn.set_trace_callback, statements.append))
     sid = session.session_id
     await store.get(sid, window=5)
     await store.get_version(sid)
@@ -329,7 +335,7 @@ async def test_reads_and_appends_never_scan(store: SQLiteStore) -> None:
     await store.expire_leases(datetime.now(UTC), limit=10)
     await store.heartbeat(sid, datetime.now(UTC), fence=lease)
     await store.purge(user_id="nobody")
-    executor.submit(conn.set_trace_callback, None).result()
+    await worker.submit(partial(conn.set_trace_callback, None))
 
     queries = [
         s for s in dict.fromkeys(statements) if s.split()[0] in {"SELECT", "UPDATE", "DELETE"}
@@ -375,3 +381,306 @@ async def test_unknown_session_errors(store: SQLiteStore) -> None:
         await store.append_checkpoint(missing, SessionCheckpoint("x"))
     with pytest.raises(SessionNotFound):
         await store.list_checkpoints(missing)
+
+
+# --- get: one statement ----------------------------------------------------------------------
+
+_AWKWARD_NAMES = ["nul\x00", '"quoted"', "back\\slash", "\x01\x1f\x7f", "é😀\u2028", "],[", "[1,"]
+
+
+@pytest.fixture(params=["json", "no-json"])
+async def either_path(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A store on the JSON-function path, and one made to take the path for SQLite builds
+    without SQLite's JSON functions."""
+    async with SQLiteStore(tmp_path / "store.db") as opened:
+        if request.param == "no-json":
+            opened._json = False
+        yield opened
+
+
+async def test_get_window_edges(either_path: SQLiteStore) -> None:
+    store = either_path
+    head = await store.create(new_session())
+    for i in range(12):
+        await store.append_checkpoint(head.session_id, SessionCheckpoint(f"s{i}", data={"i": i}))
+    for window, seqs in (
+        (-(2**70), []),
+        (-1, []),
+        (0, []),
+        (1, [12]),
+        (11, list(range(2, 13))),
+        (12, list(range(1, 13))),
+        (2**70, list(range(1, 13))),
+    ):
+        got = await store.get(head.session_id, window=window)
+        assert got is not None and [cp.seq for cp in got.checkpoints] == seqs, window
+        assert got.checkpoint_count == 12
+        assert [cp.data for cp in got.checkpoints] == [{"i": seq - 1} for seq in seqs]
+    empty = await store.create(new_session())
+    got = await store.get(empty.session_id, window=5)
+    assert got is not None and got.checkpoints == [] and got.checkpoint_count == 0
+
+
+async def test_get_returns_what_the_row_by_row_reads_return(either_path: SQLiteStore) -> None:
+    store = either_path
+    context = {name: [name, {name: name}] for name in _AWKWARD_NAMES}
+    session = new_session(context=context, metadata={"m": _AWKWARD_NAMES})
+    stamps = [
+        datetime(1969, 7, 20, 20, 17, 40, 1, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    session.checkpoints = [
+        SessionCheckpoint(name, timestamp=stamps[i % 3], data={name: i, "f": [0.1, -0.0, 1e300]})
+        for i, name in enumerate(_AWKWARD_NAMES)
+    ]
+    created = await store.create(session)
+    got = await store.get(created.session_id, window=100)
+    assert got is not None
+    trail = await store.list_checkpoints(created.session_id)
+    assert got.checkpoints == trail
+    assert [cp.name for cp in got.checkpoints] == _AWKWARD_NAMES
+    assert [cp.timestamp for cp in got.checkpoints] == [stamps[i % 3] for i in range(7)]
+    assert all(cp.timestamp.tzinfo is UTC for cp in got.checkpoints)
+    # The checkpoints are built without __init__: they must still be complete dataclasses.
+    fields = {f.name for f in dataclasses.fields(SessionCheckpoint)}
+    assert all(set(vars(cp)) == fields for cp in got.checkpoints)
+    assert got.context == context and got.metadata == {"m": _AWKWARD_NAMES}
+    assert (got.created_at, got.updated_at, got.version) == (
+        created.created_at,
+        created.updated_at,
+        created.version,
+    )
+    assert got == dataclasses.replace(created, checkpoints=trail)
+
+
+async def test_deleted_session_is_not_returned(either_path: SQLiteStore) -> None:
+    store = either_path
+    head = await store.create(new_session(checkpoints=[SessionCheckpoint("c")]))
+    assert await store.delete(head.session_id)
+    assert await store.get(head.session_id, window=5) is None
+    assert await store.get(head.session_id, window=0) is None
+
+
+async def test_get_is_one_statement_outside_any_explicit_transaction(store: SQLiteStore) -> None:
+    session = await store.create(new_session(checkpoints=[SessionCheckpoint("c")]))
+    statements: list[str] = []
+    worker, conn = store._worker, store._conn
+    assert worker is not None and conn is not None
+    await worker.submit(partial(conn.set_trace_callback, statements.append))
+    try:
+        await store.get(session.session_id, window=5)
+        await store.get(session.session_id, window=0)
+    finally:
+        await worker.submit(partial(conn.set_trace_callback, None))
+    assert len(statements) == 2
+    assert all(s.startswith("SELECT") for s in statements), statements
+    assert not conn.in_transaction
+
+
+async def test_without_json_functions_get_is_one_snapshot(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "store.db") as store:
+        store._json = False
+        session = await store.create(new_session(checkpoints=[SessionCheckpoint("c")]))
+        statements: list[str] = []
+        worker, conn = store._worker, store._conn
+        assert worker is not None and conn is not None
+        await worker.submit(partial(conn.set_trace_callback, statements.append))
+        try:
+            await store.get(session.session_id, window=5)
+        finally:
+            await worker.submit(partial(conn.set_trace_callback, None))
+        assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+
+
+# --- sweep_stale ------------------------------------------------------------------------------
+
+
+async def test_sweep_returns_swept_sessions_and_amends_the_context(
+    either_path: SQLiteStore,
+) -> None:
+    store = either_path
+    old = datetime.now(UTC) - timedelta(hours=2)
+    contexts: list[dict[str, Any]] = [
+        {},
+        {"a": 1, "failure_reason": "earlier", "z": [1.5, None, "\x00"]},
+        {"nested": {"failure_reason": 1}, "s": 'é😀\u2028"\\'},
+    ]
+    stale = [
+        await store.create(new_session(last_heartbeat=old, context=c, user_id=f"u{i}"))
+        for i, c in enumerate(contexts)
+    ]
+    fresh = await store.create(new_session())
+    await store.heartbeat(stale[0].session_id, old)  # version 2
+    swept = await store.sweep_stale(datetime.now(UTC) - timedelta(hours=1), limit=10)
+    assert all(type(s) is SweptSession for s in swept)
+    assert sorted(swept) == sorted(
+        SweptSession(head.session_id, 3 if i == 0 else 2, "test", f"u{i}", SessionState.FAILED)
+        for i, head in enumerate(stale)
+    )
+    for head, context in zip(stale, contexts, strict=True):
+        got = await store.get(head.session_id, window=0)
+        assert got is not None and got.state is SessionState.FAILED
+        expected = {**context, "failure_reason": "heartbeat_timeout"}
+        assert got.context == expected
+        assert list(got.context) == list(expected)  # an existing key keeps its place
+    kept = await store.get(fresh.session_id, window=0)
+    assert kept is not None and kept.state is SessionState.ACTIVE and kept.version == 1
+    assert await store.sweep_stale(datetime.now(UTC), limit=0) == []
+
+
+async def test_sweep_respects_the_limit_oldest_first(store: SQLiteStore) -> None:
+    now = datetime.now(UTC)
+    heads = [
+        await store.create(new_session(last_heartbeat=now - timedelta(hours=10 - i)))
+        for i in range(5)
+    ]
+    first = await store.sweep_stale(now, limit=2)
+    assert [s.session_id for s in first] == [h.session_id for h in heads[:2]]
+    rest = await store.sweep_stale(now, limit=10)
+    assert [s.session_id for s in rest] == [h.session_id for h in heads[2:]]
+
+
+# --- the store's thread -----------------------------------------------------------------------
+
+
+def _store_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "agent-core-sqlite"]
+
+
+async def test_a_call_cancelled_before_it_starts_never_runs(store: SQLiteStore) -> None:
+    worker = store._worker
+    assert worker is not None
+    gate = threading.Event()
+    ran: list[str] = []
+    blocker = worker.submit(gate.wait)
+    doomed = worker.submit(lambda: ran.append("doomed"))
+    kept = worker.submit(lambda: ran.append("kept"))
+    doomed.cancel()
+    gate.set()
+    await blocker
+    await kept
+    assert ran == ["kept"]
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+
+
+async def test_errors_reach_the_caller_and_the_thread_goes_on(store: SQLiteStore) -> None:
+    worker = store._worker
+    assert worker is not None
+
+    def fail() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        await worker.submit(fail)
+    assert await worker.submit(lambda: 42) == 42
+
+
+async def test_stop_iteration_on_the_thread_does_not_hang_the_caller(store: SQLiteStore) -> None:
+    worker = store._worker
+    assert worker is not None
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        await worker.submit(lambda: next(iter(())))
+
+
+async def test_the_thread_ends_with_close_even_a_cancelled_one(tmp_path: Path) -> None:
+    before = set(_store_threads())
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    (thread,) = set(_store_threads()) - before
+    conn, worker = store._conn, store._worker
+    assert conn is not None and worker is not None
+    gate = threading.Event()
+    busy = worker.submit(gate.wait)
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0.01)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    gate.set()
+    await busy
+    await asyncio.to_thread(thread.join, 5)
+    assert not thread.is_alive()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed all the same
+        conn.execute("SELECT 1")
+
+
+async def test_a_store_dropped_without_close_ends_its_thread(tmp_path: Path) -> None:
+    before = set(_store_threads())
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    (thread,) = set(_store_threads()) - before
+    del store
+    gc.collect()
+    await asyncio.to_thread(thread.join, 5)
+    assert not thread.is_alive()
+
+
+async def test_open_cancelled_midway_closes_what_it_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[sqlite3.Connection] = []
+    started, gate = threading.Event(), threading.Event()
+    real_open = SQLiteStore._open_sync
+
+    def slow_open(self: SQLiteStore) -> sqlite3.Connection:
+        started.set()
+        gate.wait(5)
+        conn = real_open(self)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(SQLiteStore, "_open_sync", slow_open)
+    before = set(_store_threads())
+    store = SQLiteStore(tmp_path / "s.db")
+    opening = asyncio.ensure_future(store.open())
+    await asyncio.to_thread(started.wait, 5)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    gate.set()
+    (thread,) = set(_store_threads()) - before
+    await asyncio.to_thread(thread.join, 5)
+    assert not thread.is_alive()
+    assert len(opened) == 1
+    with pytest.raises(sqlite3.ProgrammingError):
+        opened[0].execute("SELECT 1")
+    assert store._conn is None
+
+
+# --- differential ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_matches_memory_store(either_path: SQLiteStore, seed: int) -> None:
+    """The PostgreSQL suite's random differential run, against SQLite (both read paths)."""
+    pytest.importorskip("asyncpg")
+    from tests.stores.test_postgres_store import _call, _World
+
+    world = _World(seed)
+    memory = MemoryStore()
+    await memory.open()
+    stores: list[Any] = [memory, either_path]
+    for step in range(400):
+        name, args, kwargs = world.op(step)
+        outcomes = [await _call(getattr(store, name), *args, **kwargs) for store in stores]
+        if name in ("sweep_stale", "expire_leases") and outcomes[0][0] == "ok":
+            # Both handle everything eligible; only the order within the batch may differ.
+            outcomes = [(o[0], sorted(o[1], key=repr)) for o in outcomes]
+        assert outcomes[0] == outcomes[1], f"step {step}: {name} {args} {kwargs}"
+        sid = args[0] if args and isinstance(args[0], str) else None
+        if name == "claim" and outcomes[0][0] == "ok" and sid is not None:
+            lease = await either_path.current_lease(sid)
+            if lease is not None:
+                world.leases.append(lease)
+        if sid is not None:
+            fresh = await either_path.get(sid, window=0)
+            if fresh is not None:
+                world.views[sid] = fresh
+            else:
+                world.views.pop(sid, None)
+    for sid in world.ids:
+        for name, kwargs in (("get", {"window": 10_000}), ("current_lease", {})):
+            final = [await _call(getattr(store, name), sid, **kwargs) for store in stores]
+            assert final[0] == final[1], f"{name} {sid}"

@@ -35,7 +35,7 @@ from agent_core.sessions.session_models import (
     SessionState,
     utcnow,
 )
-from agent_core.stores.base import SessionStore
+from agent_core.stores.base import SessionStore, SweptSession
 from agent_core.stores.memory import MemoryStore
 
 __all__ = ["SessionManager"]
@@ -318,13 +318,6 @@ class SessionManager(AsyncResource):
         """A copy of ``session`` holding only the checkpoint window the store would return."""
         return replace(session, checkpoints=session.checkpoints[-self.checkpoint_window :])
 
-    async def _remember(self, session: AgentSession) -> None:
-        """Put a freshly loaded session in the cache tiers."""
-        snapshot = self._window(session)
-        if self.local is not None:
-            self.local.put(snapshot)
-        await self._remember_shared(snapshot)
-
     async def _remember_shared(self, snapshot: AgentSession) -> None:
         """Put ``snapshot`` in the shared cache (if there is one)."""
         if self.cache is None:
@@ -452,7 +445,7 @@ class SessionManager(AsyncResource):
         return replace(head, checkpoints=window[-self.checkpoint_window :])
 
     async def _changed_many(
-        self, kind: EventKind, heads: Sequence[AgentSession], data: dict[str, Any]
+        self, kind: EventKind, heads: Sequence[SweptSession], data: dict[str, Any]
     ) -> None:
         """``_changed`` for a batch: every tier and every listener told in one go each."""
         if not heads:
@@ -577,7 +570,11 @@ class SessionManager(AsyncResource):
         session = await self.store.get(session_id, window=self.checkpoint_window)
         self.stats["reads.store"] += 1
         if session is not None:
-            await self._remember(session)
+            # The store returned the window already; the tiers keep their own copies.
+            if local is not None:
+                local.put(session)
+            if self.cache is not None:
+                await self._remember_shared(session)
         return session
 
     async def update_session(self, session: AgentSession) -> None:

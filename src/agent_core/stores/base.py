@@ -31,12 +31,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 
-__all__ = ["AppendResult", "SessionStore"]
+__all__ = ["AppendResult", "SessionStore", "SweptSession"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,20 @@ class AppendResult:
     session: AgentSession
     created: bool
     """False when an idempotency key matched an earlier append: nothing new was stored."""
+
+
+class SweptSession(NamedTuple):
+    """A session ``sweep_stale`` failed: what telling caches and listeners about it takes.
+
+    ``version`` is the session's version after the sweep and ``state`` its new state
+    (``failed``); the context is not read back.
+    """
+
+    session_id: str
+    version: int
+    agent_type: str
+    user_id: str
+    state: SessionState
 
 
 class SessionStore(AsyncResource, ABC):
@@ -186,9 +200,10 @@ class SessionStore(AsyncResource, ABC):
     # --- liveness --------------------------------------------------------------------------
 
     @abstractmethod
-    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[AgentSession]:
+    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[SweptSession]:
         """Mark at most ``limit`` active sessions whose heartbeat is older than ``cutoff`` as
-        failed (``context["failure_reason"] = "heartbeat_timeout"``) and return their heads.
+        failed (``context["failure_reason"] = "heartbeat_timeout"``) and return them, each as
+        a ``SweptSession`` (its id, new version, agent type, user and state; no context).
 
         One short transaction; concurrent sweepers never process the same session twice.
         """

@@ -21,7 +21,7 @@ from agent_core.sessions.session_models import (
     SessionState,
     utcnow,
 )
-from agent_core.stores.base import AppendResult, SessionStore
+from agent_core.stores.base import AppendResult, SessionStore, SweptSession
 
 __all__ = ["MemoryStore"]
 
@@ -283,10 +283,10 @@ class MemoryStore(SessionStore):
 
     # --- liveness --------------------------------------------------------------------------
 
-    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[AgentSession]:
+    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[SweptSession]:
         self._check_open()
         now = utcnow()
-        out: list[Any] = []
+        out: list[SweptSession] = []
         for row in self._rows.values():
             if len(out) >= limit:
                 break
@@ -295,7 +295,11 @@ class MemoryStore(SessionStore):
                 head.state = SessionState.FAILED
                 head.context = {**head.context, "failure_reason": "heartbeat_timeout"}
                 self._bump(row, now)
-                out.append(self._head(row))
+                out.append(
+                    SweptSession(
+                        head.session_id, head.version, head.agent_type, head.user_id, head.state
+                    )
+                )
         return out
 
     async def claim(self, session_id: str, owner: str, ttl: timedelta) -> Lease:

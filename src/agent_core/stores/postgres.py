@@ -53,7 +53,7 @@ from agent_core.sessions.session_models import (
     SessionState,
     utcnow,
 )
-from agent_core.stores.base import AppendResult, SessionStore
+from agent_core.stores.base import AppendResult, SessionStore, SweptSession
 from agent_core.stores.migrations import load_migrations
 
 __all__ = ["PostgresStore"]
@@ -241,7 +241,7 @@ WHERE s.session_id = $1 AND s.state <> 'deleted'
 # SKIP LOCKED: a session another sweeper (or writer) holds is left for the next sweep, so two
 # sweepers never fail the same session. The locking read re-checks the WHERE clause against the
 # newest row version, so a heartbeat that commits first saves its session.
-_SQL_SWEEP = f"""
+_SQL_SWEEP = """
 WITH doomed AS (
     SELECT session_id FROM sessions
      WHERE state = 'active' AND last_heartbeat < $1
@@ -251,11 +251,11 @@ WITH doomed AS (
 )
 UPDATE sessions s
    SET state = 'failed',
-       context = s.context || '{{"failure_reason": "heartbeat_timeout"}}'::jsonb,
+       context = s.context || '{"failure_reason": "heartbeat_timeout"}'::jsonb,
        version = s.version + 1, updated_at = $3
   FROM doomed
  WHERE s.session_id = doomed.session_id
-RETURNING {_S_HEAD}
+RETURNING s.session_id, s.version, s.agent_type, s.user_id, s.state
 """
 
 _SQL_EXPIRE_LEASES = """
@@ -1085,17 +1085,26 @@ class PostgresStore(SessionStore):
 
     # --- liveness --------------------------------------------------------------------------
 
-    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[AgentSession]:
+    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[SweptSession]:
         if self._pool is None:
             raise NotOpenError("PostgresStore used before open() or after close()")
         if limit <= 0:
             return []
         now = utcnow()
 
-        async def body(conn: Any, attempt: _Attempt) -> list[AgentSession]:
+        async def body(conn: Any, attempt: _Attempt) -> list[SweptSession]:
             attempt.write_sent = True
             rows = await conn.fetch(_SQL_SWEEP, cutoff, _clamp(limit), now)
-            return [_head(row) for row in rows]
+            return [
+                SweptSession(
+                    session_id,
+                    version,
+                    _unesc(agent_type),
+                    _unesc(user_id),
+                    SessionState(state),
+                )
+                for session_id, version, agent_type, user_id, state in rows
+            ]
 
         return await self._run(body, "sweep_stale")
 

@@ -1,11 +1,12 @@
 """SQLite store: the embedded durable backend.
 
-One connection per store, driven by one dedicated thread, so the event loop never blocks on
-SQLite and the connection is never used by two threads at once. Every write is one
+One connection per store, driven by one dedicated thread (``_Worker``), so the event loop never
+blocks on SQLite and the connection is never used by two threads at once. Every write is one
 ``BEGIN IMMEDIATE`` transaction: it takes the database's write lock up front, so writers in
 other processes on the same file serialize instead of failing mid-transaction or losing updates.
-Multi-statement reads run in one deferred transaction to see one snapshot (WAL readers never
-block writers and are never blocked by them).
+Multi-statement reads run in one deferred transaction to see one snapshot; ``get`` is a single
+statement, whose implicit read transaction is that snapshot (WAL readers never block writers and
+are never blocked by them).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
+import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from agent_core.codec import dumps, loads, merge_patch
@@ -37,7 +40,7 @@ from agent_core.sessions.session_models import (
     SessionState,
     utcnow,
 )
-from agent_core.stores.base import AppendResult, SessionStore
+from agent_core.stores.base import AppendResult, SessionStore, SweptSession
 from agent_core.stores.migrations import Migration, load_migrations
 
 __all__ = ["SQLiteStore"]
@@ -46,6 +49,7 @@ _T = TypeVar("_T")
 _Body = Callable[[sqlite3.Connection], _T]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_new = object.__new__
 _US = timedelta(microseconds=1)
 
 # Primary result codes (extended codes carry them in the low byte).
@@ -60,6 +64,27 @@ _HEAD_COLUMNS = (
 )
 _SELECT_HEAD = f"SELECT {_HEAD_COLUMNS} FROM sessions WHERE session_id = ?"
 _CHECKPOINT_COLUMNS = "seq, name, timestamp, data"
+
+# get(): the live session and its checkpoint window in one statement, so one implicit read
+# transaction (one WAL snapshot) covers both without BEGIN/COMMIT. The window comes back as
+# one JSON text, [[seq, name, timestamp, data], ...]: ``data`` is spliced in as stored (it was
+# written by orjson, so it is JSON already) and only the name is quoted; Python decodes the
+# whole window with one orjson call instead of building a row tuple per checkpoint.
+_SESSION_COLUMNS = (
+    "session_id, agent_type, user_id, state, created_at, updated_at, last_heartbeat, version,"
+    " checkpoint_count, context, metadata"
+)
+_GET_SESSION = (
+    f"SELECT {_SESSION_COLUMNS}, NULL FROM sessions WHERE session_id = ? AND state != 'deleted'"
+)
+_GET_SESSION_WINDOW = (
+    f"SELECT {_SESSION_COLUMNS}, ("
+    "SELECT '[[' || group_concat("
+    "c.seq || ',' || json_quote(c.name) || ',' || c.timestamp || ',' || c.data, '],['"
+    ") || ']]'"
+    " FROM checkpoints AS c WHERE c.session_id = s.session_id AND c.seq > s.checkpoint_count - ?2"
+    ") FROM sessions AS s WHERE s.session_id = ?1 AND s.state != 'deleted'"
+)
 _INSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (session_id, seq, name, data, timestamp, idempotency_key)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -82,7 +107,8 @@ def _to_us(value: datetime) -> int:
 
 
 def _from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+    # timedelta(days, seconds, microseconds): positional is cheaper than the keyword.
+    return _EPOCH + timedelta(0, 0, value)
 
 
 def _json(value: Any) -> str:
@@ -100,9 +126,99 @@ def _bound(value: int) -> int:
     return min(max(value, 0), _MAX_INT)
 
 
+def _new_checkpoint(seq: int, name: str, timestamp: int, data: dict[str, Any]) -> SessionCheckpoint:
+    # Hot path of every store read: fill the fields directly, as SessionCheckpoint.from_dict
+    # does, instead of going through the dataclass __init__ and its default factories.
+    cp = _new(SessionCheckpoint)
+    cp.name = name
+    cp.timestamp = _EPOCH + timedelta(0, 0, timestamp)
+    cp.data = data
+    cp.seq = seq
+    return cp
+
+
 def _checkpoint(row: tuple[Any, ...]) -> SessionCheckpoint:
     seq, name, timestamp, data = row
-    return SessionCheckpoint(name=name, timestamp=_from_us(timestamp), data=loads(data), seq=seq)
+    return _new_checkpoint(seq, name, timestamp, loads(data))
+
+
+def _window(trail: str | None) -> list[SessionCheckpoint]:
+    """Decode the checkpoint window of ``_GET_SESSION_WINDOW``, oldest first."""
+    if trail is None:
+        return []
+    entries: list[list[Any]] = loads(trail)
+    # group_concat() promises no order; the primary-key scan gives seq order, and sorting
+    # an already sorted list is one pass. Entries compare by their unique seq alone.
+    entries.sort()
+    out: list[SessionCheckpoint] = []
+    append = out.append
+    for seq, name, timestamp, data in entries:
+        # _new_checkpoint() inlined: this loop is most of the cost of decoding a read.
+        cp = _new(SessionCheckpoint)
+        cp.name = name
+        cp.timestamp = _EPOCH + timedelta(0, 0, timestamp)
+        cp.data = data
+        cp.seq = seq
+        append(cp)
+    return out
+
+
+def _has_json(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("SELECT json_quote(''), json_set('{}', '$.k', 1)").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def _get_in_two(session_id: str, window: int, conn: sqlite3.Connection) -> AgentSession | None:
+    """``get`` without SQLite's JSON functions: two statements, in one read transaction."""
+    found = conn.execute(_GET_SESSION, (session_id,)).fetchone()
+    if found is None:
+        return None
+    out = _session(found)
+    if out.checkpoint_count > 0:
+        out.checkpoints = [
+            _checkpoint(cp)
+            for cp in conn.execute(
+                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
+                " WHERE session_id = ? AND seq > ? ORDER BY seq",
+                (session_id, _bound(out.checkpoint_count - window)),
+            )
+        ]
+    return out
+
+
+def _session(found: tuple[Any, ...]) -> AgentSession:
+    """An ``AgentSession`` from a ``_GET_SESSION*`` row."""
+    (
+        session_id,
+        agent_type,
+        user_id,
+        state,
+        created_at,
+        updated_at,
+        last_heartbeat,
+        version,
+        checkpoint_count,
+        context,
+        metadata,
+        trail,
+    ) = found
+    return AgentSession(
+        agent_type=agent_type,
+        user_id=user_id,
+        session_id=session_id,
+        state=SessionState(state),
+        created_at=_EPOCH + timedelta(0, 0, created_at),
+        updated_at=_EPOCH + timedelta(0, 0, updated_at),
+        last_heartbeat=_EPOCH + timedelta(0, 0, last_heartbeat),
+        context=loads(context),
+        checkpoints=_window(trail),
+        metadata=loads(metadata),
+        version=version,
+        checkpoint_count=checkpoint_count,
+    )
 
 
 def _split_statements(script: str) -> list[str]:
@@ -202,9 +318,95 @@ def _bump(conn: sqlite3.Connection, row: _Row, now: int) -> None:
     )
 
 
-def _close_opened(future: Future[sqlite3.Connection]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
+# --- the store's thread ------------------------------------------------------------------------
+
+# (loop, future, call); a shutdown's last call comes as (None, None, call).
+_Job = tuple[asyncio.AbstractEventLoop | None, asyncio.Future[Any] | None, Callable[[], Any]]
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    elif isinstance(value, StopIteration):
+        # A future refuses StopIteration (it would end the awaiting coroutine's frame).
+        future.set_exception(RuntimeError(f"StopIteration raised on the SQLite thread: {value}"))
+    else:
+        future.set_exception(value)
+
+
+def _serve(jobs: SimpleQueue[_Job | None]) -> None:
+    while (job := jobs.get()) is not None:
+        loop, future, call = job
+        del job
+        if future is None or loop is None:
+            with contextlib.suppress(Exception):
+                call()
+            continue
+        # Cancelled before it started: skipped, as an executor's queued work item would be.
+        # (Reading the state from this thread is safe; a cancellation racing with the call
+        # only makes _settle drop the outcome.)
+        if future.cancelled():
+            continue
+        try:
+            value, ok = call(), True
+        except BaseException as exc:
+            value, ok = exc, False
+        del call
+        # Signalling the loop is the last thing the thread does before it blocks on the queue
+        # again, so the woken loop does not then wait for the GIL.
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, future, ok, value)
+        del loop, future, value
+
+
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    for conn in connections:
+        conn.close()
+
+
+class _Worker:
+    """The store's one thread: runs calls in submission order and hands each outcome to the
+    event loop that submitted it.
+
+    What ``ThreadPoolExecutor(max_workers=1)`` with ``asyncio.wrap_future`` does, minus the
+    concurrent Future, its condition variable and the callback chaining between two futures:
+    the thread hop is most of the cost of a read beside SQLite itself. A call whose caller was
+    cancelled before the thread got to it is skipped; one already running completes and its
+    outcome is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        # A daemon thread, as nothing may keep the process alive; an interrupted transaction
+        # rolls back on the next open.
+        threading.Thread(
+            target=_serve, args=(self._jobs,), name="agent-core-sqlite", daemon=True
+        ).start()
+        # A worker dropped without shutdown() still ends its thread.
+        self._stop = weakref.finalize(self, self._jobs.put, None)
+
+    def submit(self, call: Callable[[], _T]) -> asyncio.Future[_T]:
+        """Queue ``call``; raises ``RuntimeError`` after ``shutdown()``."""
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the SQLite worker thread is shut down")
+            self._jobs.put((future.get_loop(), future, call))
+        return future
+
+    def shutdown(self, last: Callable[[], object] | None = None) -> None:
+        """End the thread once the calls already queued have run, then ``last`` (errors ignored)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if last is not None:
+                self._jobs.put((None, None, last))
+            self._stop()
 
 
 class SQLiteStore(SessionStore):
@@ -220,7 +422,10 @@ class SQLiteStore(SessionStore):
         self._busy_timeout = busy_timeout
         self.url = f"sqlite:///{self._path}"
         self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: _Worker | None = None
+        # Whether the library has SQLite's JSON functions (built in since 3.38, an option
+        # before): found out at open(); without them reads and sweeps take a slower path.
+        self._json = True
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -230,34 +435,43 @@ class SQLiteStore(SessionStore):
     async def open(self) -> None:
         if self._conn is not None:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-core-sqlite")
-        future = executor.submit(self._open_sync)
+        worker = _Worker()
+        opened: list[sqlite3.Connection] = []
+
+        def open_sync() -> sqlite3.Connection:
+            conn = self._open_sync()
+            opened.append(conn)
+            return conn
+
         try:
-            conn = await asyncio.wrap_future(future)
+            conn = await worker.submit(open_sync)
         except BaseException:
             # Cancelled while the thread was still opening: close what it opens.
-            future.add_done_callback(_close_opened)
-            executor.shutdown(wait=False)
+            worker.shutdown(last=partial(_close_all, opened))
             raise
-        self._conn, self._executor = conn, executor
+        self._conn, self._worker = conn, worker
 
     async def close(self) -> None:
-        conn, executor = self._conn, self._executor
-        if conn is None or executor is None:
+        conn, worker = self._conn, self._worker
+        if conn is None or worker is None:
             return
-        self._conn = self._executor = None
+        self._conn = self._worker = None
         try:
             # Queued behind any operation still in flight, which therefore completes first.
-            await asyncio.wrap_future(executor.submit(self._close_sync, conn))
+            await worker.submit(partial(self._close_sync, conn))
+        except asyncio.CancelledError:
+            # Closed all the same, once the thread gets to it.
+            worker.shutdown(last=conn.close)
+            raise
         finally:
-            executor.shutdown(wait=False)
+            worker.shutdown()
 
     async def migrate(self) -> int:
         """Apply pending migrations. Also works before ``open()``, on a connection of its own."""
-        if self._conn is None or self._executor is None:
+        if self._conn is None or self._worker is None:
             return await asyncio.to_thread(self._migrate_standalone)
         conn = self._conn
-        return await self._submit(self._executor, lambda: self._migrate_sync(conn))
+        return await self._submit(self._worker, lambda: self._migrate_sync(conn))
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -287,6 +501,7 @@ class SQLiteStore(SessionStore):
         try:
             if self._create_schema:
                 self._migrate_sync(conn)
+            self._json = _has_json(conn)
         except BaseException:
             conn.close()
             raise
@@ -394,25 +609,25 @@ class SQLiteStore(SessionStore):
             self._rollback(conn)
             raise self._unavailable(exc) from exc
 
-    async def _submit(self, executor: ThreadPoolExecutor, call: Callable[[], _T]) -> _T:
+    async def _submit(self, worker: _Worker, call: Callable[[], _T]) -> _T:
         try:
-            future = executor.submit(call)
+            future = worker.submit(call)
         except RuntimeError:
             raise NotOpenError("SQLiteStore used after close()") from None
-        return await asyncio.wrap_future(future)
+        return await future
 
-    def _require_open(self) -> tuple[sqlite3.Connection, ThreadPoolExecutor]:
-        if self._conn is None or self._executor is None:
+    def _require_open(self) -> tuple[sqlite3.Connection, _Worker]:
+        if self._conn is None or self._worker is None:
             raise NotOpenError("SQLiteStore used before open() or after close()")
-        return self._conn, self._executor
+        return self._conn, self._worker
 
     async def _write(self, body: _Body[_T]) -> _T:
-        conn, executor = self._require_open()
-        return await self._submit(executor, lambda: self._write_sync(conn, body))
+        conn, worker = self._require_open()
+        return await self._submit(worker, lambda: self._write_sync(conn, body))
 
     async def _read(self, body: _Body[_T], *, snapshot: bool = False) -> _T:
-        conn, executor = self._require_open()
-        return await self._submit(executor, lambda: self._read_sync(conn, body, snapshot))
+        conn, worker = self._require_open()
+        return await self._submit(worker, lambda: self._read_sync(conn, body, snapshot))
 
     # --- sessions --------------------------------------------------------------------------
 
@@ -471,23 +686,25 @@ class SQLiteStore(SessionStore):
         return await self._write(body)
 
     async def get(self, session_id: str, *, window: int) -> AgentSession | None:
-        def body(conn: sqlite3.Connection) -> AgentSession | None:
-            row = _load(conn, session_id)
-            if row is None:
-                return None
-            out = row.head()
-            if window > 0 and row.checkpoint_count > 0:
-                out.checkpoints = [
-                    _checkpoint(cp)
-                    for cp in conn.execute(
-                        f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
-                        " WHERE session_id = ? AND seq > ? ORDER BY seq",
-                        (session_id, _bound(row.checkpoint_count - window)),
-                    )
-                ]
-            return out
+        conn, worker = self._require_open()
+        if window <= 0:
+            call = partial(self._get_sync, conn, _GET_SESSION, (session_id,))
+        elif self._json:
+            call = partial(self._get_sync, conn, _GET_SESSION_WINDOW, (session_id, _bound(window)))
+        else:
+            return await self._read(partial(_get_in_two, session_id, window), snapshot=True)
+        return await self._submit(worker, call)
 
-        return await self._read(body, snapshot=True)
+    def _get_sync(
+        self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+    ) -> AgentSession | None:
+        # One statement: its implicit read transaction is the snapshot (no BEGIN/COMMIT).
+        # fetchall() runs it to completion, which ends that read transaction at once.
+        try:
+            found = conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return _session(found[0]) if found else None
 
     async def get_version(self, session_id: str) -> int | None:
         def body(conn: sqlite3.Connection) -> int | None:
@@ -748,32 +965,45 @@ class SQLiteStore(SessionStore):
 
     # --- liveness --------------------------------------------------------------------------
 
-    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[AgentSession]:
+    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[SweptSession]:
         cutoff_us = _to_us(cutoff)
+        # With SQLite's JSON functions the context is amended in place and never leaves SQLite
+        # (json_set keeps the stored text and appends the key, as the Python merge would).
+        in_sql = self._json
+        columns = "session_id, version, agent_type, user_id" + ("" if in_sql else ", context")
 
-        def body(conn: sqlite3.Connection) -> list[AgentSession]:
-            rows = [
-                _Row.from_db(found)
-                for found in conn.execute(
-                    # Pinned: the planner would rather sort every active session by heartbeat.
-                    f"SELECT {_HEAD_COLUMNS} FROM sessions INDEXED BY sessions_stale_sweep"
-                    " WHERE state = 'active' AND last_heartbeat < ?"
-                    " ORDER BY last_heartbeat LIMIT ?",
-                    (cutoff_us, _bound(limit)),
-                )
-            ]
+        def body(conn: sqlite3.Connection) -> list[SweptSession]:
+            doomed = conn.execute(
+                # Pinned: the planner would rather sort every active session by heartbeat.
+                f"SELECT {columns} FROM sessions INDEXED BY sessions_stale_sweep"
+                " WHERE state = 'active' AND last_heartbeat < ?"
+                " ORDER BY last_heartbeat LIMIT ?",
+                (cutoff_us, _bound(limit)),
+            ).fetchall()
             now = _to_us(utcnow())
-            for row in rows:
-                row.state = SessionState.FAILED
-                row.context = _json({**loads(row.context), "failure_reason": "heartbeat_timeout"})
-                row.version += 1
-                row.updated_at = now
-            conn.executemany(
-                "UPDATE sessions SET state = 'failed', context = ?, version = ?, updated_at = ?"
-                " WHERE session_id = ?",
-                [(row.context, row.version, now, row.session_id) for row in rows],
-            )
-            return [row.head() for row in rows]
+            if in_sql:
+                conn.executemany(
+                    "UPDATE sessions SET state = 'failed',"
+                    " context = json_set(context, '$.failure_reason', 'heartbeat_timeout'),"
+                    " version = ?, updated_at = ? WHERE session_id = ?",
+                    [(row[1] + 1, now, row[0]) for row in doomed],
+                )
+            else:
+                conn.executemany(
+                    "UPDATE sessions SET state = 'failed', context = ?, version = ?,"
+                    " updated_at = ? WHERE session_id = ?",
+                    [
+                        (
+                            _json({**loads(row[4]), "failure_reason": "heartbeat_timeout"}),
+                            row[1] + 1,
+                            now,
+                            row[0],
+                        )
+                        for row in doomed
+                    ],
+                )
+            failed = SessionState.FAILED
+            return [SweptSession(row[0], row[1] + 1, row[2], row[3], failed) for row in doomed]
 
         return await self._write(body)
 
