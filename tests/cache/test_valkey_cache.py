@@ -345,6 +345,17 @@ async def test_invalidate_many_writes_versioned_tombstones(cache: ValkeyCache, c
     assert await cache.get(gone.session_id) is None
 
 
+async def test_invalidate_many_spans_several_script_calls(cache: ValkeyCache, client: Any) -> None:
+    sessions = [session(3) for _ in range(250)]  # three slices of at most 100 keys
+    for s in sessions:
+        await cache.set(s)
+    await cache.invalidate_many([(s.session_id, 4) for s in sessions])
+    for s in sessions:
+        assert await cache.get(s.session_id) is None
+        await cache.set(session(3, s.session_id))  # older than its tombstone: refused
+        assert await cache.get(s.session_id) is None
+
+
 async def test_concurrent_invalidations_are_all_written_before_they_return(
     cache: ValkeyCache,
 ) -> None:

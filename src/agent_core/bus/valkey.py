@@ -31,6 +31,8 @@ from typing import Any, Self
 from agent_core.bus.base import EventBus, SessionEvent
 from agent_core.cache import keys
 from agent_core.cache.valkey import (
+    WRITE_MANY_SCRIPT,
+    WRITE_MANY_SHA,
     WRITE_SCRIPT,
     WRITE_SHA,
     CacheWrite,
@@ -39,6 +41,7 @@ from agent_core.cache.valkey import (
     close_client,
     is_noscript,
     is_pool_exhausted,
+    write_many_args,
 )
 from agent_core.errors import CacheUnavailable, ConfigurationError, NotOpenError
 
@@ -47,7 +50,7 @@ __all__ = ["ValkeyBus"]
 logger = logging.getLogger(__name__)
 
 _PING = b"*1\r\n$4\r\nPING\r\n"
-_CHUNK = 128  # commands per pipeline
+_CHUNK = 128  # messages per pipeline
 
 # An event's encoded message, and the cache write to send in the same command (or None).
 _Message = tuple[bytes, CacheWrite | None]
@@ -429,32 +432,46 @@ class ValkeyBus(EventBus):
             await client.ping()
 
     async def _pipeline(self, messages: list[_Message]) -> int:
-        """One pipeline of ``messages``; returns the most subscribers any of them reached."""
-        load = not self._script_loaded and any(write is not None for _, write in messages)
+        """One pipeline of ``messages``; returns the most subscribers any of them reached.
+
+        A run of messages that carry cache writes goes as one script call (a sweep's batch).
+        """
+        runs: list[list[_Message]] = []
+        for message in messages:
+            if message[1] is not None and runs and runs[-1][0][1] is not None:
+                runs[-1].append(message)
+            else:
+                runs.append([message])
+        load = not self._script_loaded and any(run[0][1] is not None for run in runs)
         pipe = self._client.pipeline(transaction=False)
         if load:
             pipe.script_load(WRITE_SCRIPT)
-        for payload, write in messages:
+            pipe.script_load(WRITE_MANY_SCRIPT)
+        channel = self.channel
+        for run in runs:
+            payload, write = run[0]
             if write is None:
-                pipe.publish(self.channel, payload)
+                pipe.publish(channel, payload)
+            elif len(run) == 1:
+                pipe.evalsha(WRITE_SHA, 1, write.key, write.value, write.ttl_ms, channel, payload)
             else:
-                pipe.evalsha(
-                    WRITE_SHA, 1, write.key, write.value, write.ttl_ms, self.channel, payload
-                )
+                writes = [w for _, w in run if w is not None]
+                args = write_many_args(writes, channel, [p for p, _ in run])
+                pipe.evalsha(WRITE_MANY_SHA, *args)
         replies = list(await pipe.execute(raise_on_error=False))
         if load:
-            loaded = replies.pop(0)
-            if isinstance(loaded, Exception):
-                raise loaded
+            for loaded in (replies.pop(0), replies.pop(0)):
+                if isinstance(loaded, Exception):
+                    raise loaded
             self._script_loaded = True
-        lost = [m for m, r in zip(messages, replies, strict=True) if is_noscript(r)]
+        lost = [m for run, r in zip(runs, replies, strict=True) if is_noscript(r) for m in run]
         errors = [r for r in replies if isinstance(r, Exception) and not is_noscript(r)]
         if errors:
             raise errors[0]
         counts = [int(r) for r in replies if not isinstance(r, Exception)]
         if lost:
             # The server lost its scripts since they were loaded (a restart the subscriber has
-            # not noticed yet): send those again with the script. They land after the rest of
+            # not noticed yet): send those again with the scripts. They land after the rest of
             # this chunk; subscribers of a restarted server have been told to drop everything.
             self._script_loaded = False
             counts.append(await self._pipeline(lost))

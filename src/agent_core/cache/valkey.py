@@ -36,6 +36,8 @@ from agent_core.errors import (
 from agent_core.sessions.session_models import AgentSession
 
 __all__ = [
+    "WRITE_MANY_SCRIPT",
+    "WRITE_MANY_SHA",
     "WRITE_SCRIPT",
     "WRITE_SHA",
     "CacheWrite",
@@ -44,9 +46,11 @@ __all__ = [
     "close_client",
     "is_noscript",
     "is_pool_exhausted",
+    "write_many_args",
 ]
 
 _HEADER = 20
+_MANY = 100  # keys per WRITE_MANY_SCRIPT call
 _SCHEMES = {"valkey": "redis", "valkeys": "rediss", "redis": "redis", "rediss": "rediss"}
 
 # KEYS[1] the session key; ARGV[1] the new value (header + body, or a bare header for a
@@ -73,6 +77,49 @@ end
 return written
 """
 WRITE_SHA = hashlib.sha1(WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+# WRITE_SCRIPT for many keys in one command (a sweep's batch): KEYS[i] the session keys;
+# ARGV[1] a channel ('' for none); then per key i: ARGV[3i-1] the value, ARGV[3i] its TTL in
+# milliseconds, ARGV[3i+1] the message to publish after that write. Returns the most
+# subscribers any message reached (0 without a channel).
+WRITE_MANY_SCRIPT = """
+local channel = ARGV[1]
+local most = 0
+for i = 1, #KEYS do
+  local value = ARGV[3 * i - 1]
+  local new = string.sub(value, 1, 20)
+  local cur = redis.call('GET', KEYS[i])
+  if not cur or string.sub(cur, 1, 20) < new
+     or (string.sub(cur, 1, 20) == new and string.len(cur) <= 20) then
+    redis.call('SET', KEYS[i], value, 'PX', ARGV[3 * i])
+  end
+  if channel ~= '' then
+    local n = redis.call('PUBLISH', channel, ARGV[3 * i + 1])
+    if n > most then
+      most = n
+    end
+  end
+end
+return most
+"""
+WRITE_MANY_SHA = hashlib.sha1(WRITE_MANY_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+def write_many_args(
+    writes: Sequence[CacheWrite], channel: str = "", messages: Sequence[bytes] = ()
+) -> list[Any]:
+    """``EVALSHA WRITE_MANY_SHA`` arguments after the SHA: ``writes`` (and, with ``channel``,
+    one message per write)."""
+    args: list[Any] = [len(writes)]
+    args.extend(w.key for w in writes)
+    args.append(channel)
+    if channel:
+        for w, message in zip(writes, messages, strict=True):
+            args += (w.value, w.ttl_ms, message)
+    else:
+        for w in writes:
+            args += (w.value, w.ttl_ms, b"")
+    return args
 
 
 class CacheWrite(NamedTuple):
@@ -329,7 +376,7 @@ class ValkeyCache(SessionCache):
                     done.set_result(None)
 
     async def invalidate_many(self, items: Sequence[tuple[str, int]]) -> None:
-        """All the tombstones in one pipelined round trip (the stale sweep's batches)."""
+        """All the tombstones in one round trip: one script call per 100 keys, pipelined."""
         if not items:
             return
         if self._broken_until:
@@ -343,15 +390,16 @@ class ValkeyCache(SessionCache):
         try:
             for attempt in range(2):
                 pipe = client.pipeline(transaction=False)
-                for key, value, ttl_ms in writes:
-                    pipe.evalsha(WRITE_SHA, 1, key, value, ttl_ms)
+                for start in range(0, len(writes), _MANY):
+                    pipe.evalsha(WRITE_MANY_SHA, *write_many_args(writes[start : start + _MANY]))
                 try:
                     await pipe.execute()
                     break
                 except Exception as exc:
                     if attempt or not is_noscript(exc):
                         raise
-                    await client.script_load(WRITE_SCRIPT)
+                    # Every slice is safe to send again: a write never replaces a newer one.
+                    await client.script_load(WRITE_MANY_SCRIPT)
         except Exception as exc:
             raise self._failed("write", exc) from exc
         self.stats["invalidations"] += len(items)

@@ -43,6 +43,7 @@ __all__ = ["SessionManager"]
 logger = logging.getLogger(__name__)
 
 _MAX_NAME = 256
+_TELL_SLICE = 64  # sessions per bus command batch when a sweep tells everyone
 
 
 def _check_lease(session_id: str, lease: Lease | None) -> None:
@@ -466,15 +467,21 @@ class SessionManager(AsyncResource):
             for head in heads
         ]
         carrier = self._carrier
-        if carrier is not None and await self._shared_cache() is not None:
+        if carrier is not None:
             bus, cache = carrier
-            try:
-                writes = [cache.tombstone_write(e.session_id, e.version) for e in events]
-                await bus.publish_many(events, writes=writes)
-            except CacheUnavailable as exc:
-                self._cache_failed("invalidate", exc)
-                for event in events:
-                    self._owe(event.session_id, event.version)
+            # In slices, each sent before the next is queued: the bus is ordered, so other
+            # writers' changes wait behind one slice of a batch, not behind all of it.
+            for start in range(0, len(events), _TELL_SLICE):
+                part = events[start : start + _TELL_SLICE]
+                try:
+                    if await self._shared_cache() is None:
+                        raise CacheUnavailable("invalidations are still owed")
+                    writes = [cache.tombstone_write(e.session_id, e.version) for e in part]
+                    await bus.publish_many(part, writes=writes)
+                except CacheUnavailable as exc:
+                    self._cache_failed("invalidate", exc)
+                    for event in part:
+                        self._owe(event.session_id, event.version)
             return
         await asyncio.gather(
             self._forget_shared([(e.session_id, e.version) for e in events]),
