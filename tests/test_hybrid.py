@@ -167,3 +167,39 @@ async def test_writes_during_a_valkey_hang_are_not_served_stale_after_it(
                 break
             await asyncio.sleep(0.05)
         assert got.version == head.version and got.context == {"during": "hang"}
+
+
+async def test_a_change_costs_one_valkey_command(
+    writer: SessionManager,
+) -> None:
+    session = await writer.create_session("agent", "u1", {"k": 1})
+    # A fenced change returns once everything queued before it (the unfenced `created`) is out.
+    await writer.heartbeat(session.session_id)
+    assert writer._carrier is not None  # bus and cache on one server: writes travel with events
+    bus, cache = writer._carrier
+    sent: list[str] = []
+    clients = {id(bus.client): bus.client, id(cache.client): cache.client}
+    originals = {key: client.execute_command for key, client in clients.items()}
+
+    def counting(original: Any) -> Any:
+        async def execute_command(*args: Any, **options: Any) -> Any:
+            sent.append(str(args[0]).upper())
+            return await original(*args, **options)
+
+        return execute_command
+
+    for key, client in clients.items():
+        client.execute_command = counting(originals[key])
+    try:
+        for n in range(20):
+            await writer.append_checkpoint(session.session_id, "step", {"n": n})
+        await writer.patch_context(session.session_id, {"k": 2})
+        await writer.heartbeat(session.session_id)
+    finally:
+        for key, client in clients.items():
+            client.execute_command = originals[key]
+    assert sent == ["EVALSHA"] * 22
+    # ...and the one command did both jobs: the tombstone is in Valkey at the last version.
+    stored = await cache.client.get(f"{writer.namespace}:session:{session.session_id}")
+    head = await writer.store.get(session.session_id, window=0)
+    assert head is not None and stored == b"%020d" % head.version
