@@ -336,6 +336,9 @@ class ValkeyBus(EventBus):
         """
         if not events:
             return
+        if writes is not None and not fenced:
+            # A write whose failure nobody hears of could leave a stale entry behind.
+            raise ValueError("cache writes go out with fenced events only")
         if self._broken_until:
             if self._closed:
                 raise NotOpenError("the Valkey bus is closed")
