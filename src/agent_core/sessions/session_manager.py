@@ -347,7 +347,7 @@ class SessionManager(AsyncResource):
 
     @staticmethod
     def _event(
-        kind: EventKind, head: AgentSession, data: dict[str, Any] | None = None
+        kind: EventKind, head: AgentSession | SweptSession, data: dict[str, Any] | None = None
     ) -> SessionEvent:
         return SessionEvent(
             kind=kind,
@@ -369,41 +369,51 @@ class SessionManager(AsyncResource):
     ) -> None:
         await self._publish(self._event(kind, head, data), fenced=fenced)
 
-    async def _share(self, event: SessionEvent, entry: AgentSession | None = None) -> None:
-        """Bring the shared cache (if any) to ``event.version`` and tell everyone: ``entry``
-        (that version, windowed) is cached, or without one a tombstone says the version exists.
+    async def _share(
+        self, events: Sequence[SessionEvent], entry: AgentSession | None = None
+    ) -> None:
+        """Bring the shared cache (if any) to each event's version and tell everyone: with
+        ``entry`` (the version of the one event, windowed) that entry is cached, otherwise a
+        tombstone says the version exists.
 
-        When the bus and the cache are on one Valkey server this is one command. Otherwise
-        cache and event go out at once (two round trips in flight, not one after the other): a
-        reader told by the event before the cache write lands may still read the previous
+        When the bus and the cache are on one Valkey server, each slice of events is one
+        command, sent before the next slice is queued: the bus is ordered, so other writers'
+        changes wait behind one slice of a sweep's batch, not behind all of it. Otherwise cache
+        and events go out at once (two round trips in flight, not one after the other): a
+        reader told by an event before the cache write lands may still read the previous
         version, but only while this write has not returned; by then both are done.
         """
         if self.cache is None:
-            await self._publish(event)
+            await self._publish_many(events)
             return
         carrier = self._carrier
         if carrier is None:
             if entry is not None:
                 cached = self._remember_shared(entry)
             else:
-                cached = self._forget_shared([(event.session_id, event.version)])
-            await asyncio.gather(cached, self._publish(event))
+                cached = self._forget_shared([(e.session_id, e.version) for e in events])
+            await asyncio.gather(cached, self._publish_many(events))
             return
         bus, cache = carrier
-        if await self._shared_cache() is None:
-            self._owe(event.session_id, event.version)
-            await self._publish(event)
-            return
-        try:
-            if entry is not None:
-                write = cache.entry_write(entry)
-            else:
-                write = cache.tombstone_write(event.session_id, event.version)
-            await bus.publish(event, write=write)
-        except CacheUnavailable as exc:
-            # Sent or not, it is unknown: the tombstone is owed; the event is lost (at most once).
-            self._cache_failed("invalidate", exc)
-            self._owe(event.session_id, event.version)
+        for start in range(0, len(events), _TELL_SLICE):
+            part = events[start : start + _TELL_SLICE]
+            if await self._shared_cache() is None:
+                for event in part:
+                    self._owe(event.session_id, event.version)
+                await self._publish_many(part)
+                continue
+            try:
+                if entry is not None:
+                    writes = [cache.entry_write(entry)]
+                else:
+                    writes = [cache.tombstone_write(e.session_id, e.version) for e in part]
+                await bus.publish_many(part, writes=writes)
+            except CacheUnavailable as exc:
+                # Sent or not, it is unknown: the tombstones are owed; the events are lost
+                # (events are at most once).
+                self._cache_failed("invalidate", exc)
+                for event in part:
+                    self._owe(event.session_id, event.version)
 
     async def _changed(
         self,
@@ -428,7 +438,7 @@ class SessionManager(AsyncResource):
                 local.put(current)
             else:
                 local.drop(head.session_id, head.version)
-        await self._share(self._event(kind, head, data))
+        await self._share((self._event(kind, head, data),))
 
     def _advance(
         self, head: AgentSession, appended: SessionCheckpoint | None
@@ -454,39 +464,7 @@ class SessionManager(AsyncResource):
         if self.local is not None:
             for head in heads:
                 self.local.drop(head.session_id, head.version)
-        events = [
-            SessionEvent(
-                kind=kind,
-                session_id=head.session_id,
-                version=head.version,
-                agent_type=head.agent_type,
-                user_id=head.user_id,
-                state=head.state.value,
-                data=data,
-            )
-            for head in heads
-        ]
-        carrier = self._carrier
-        if carrier is not None:
-            bus, cache = carrier
-            # In slices, each sent before the next is queued: the bus is ordered, so other
-            # writers' changes wait behind one slice of a batch, not behind all of it.
-            for start in range(0, len(events), _TELL_SLICE):
-                part = events[start : start + _TELL_SLICE]
-                try:
-                    if await self._shared_cache() is None:
-                        raise CacheUnavailable("invalidations are still owed")
-                    writes = [cache.tombstone_write(e.session_id, e.version) for e in part]
-                    await bus.publish_many(part, writes=writes)
-                except CacheUnavailable as exc:
-                    self._cache_failed("invalidate", exc)
-                    for event in part:
-                        self._owe(event.session_id, event.version)
-            return
-        await asyncio.gather(
-            self._forget_shared([(e.session_id, e.version) for e in events]),
-            self._publish_many(events),
-        )
+        await self._share([self._event(kind, head, data) for head in heads])
 
     async def _forget_shared(self, items: list[tuple[str, int]]) -> None:
         if self.cache is None:
@@ -580,8 +558,7 @@ class SessionManager(AsyncResource):
             # The store returned the window already; the tiers keep their own copies.
             if local is not None:
                 local.put(session)
-            if self.cache is not None:
-                await self._remember_shared(session)
+            await self._remember_shared(session)
         return session
 
     async def update_session(self, session: AgentSession) -> None:
@@ -611,7 +588,7 @@ class SessionManager(AsyncResource):
         snapshot = self._window(session)
         if self.local is not None:
             self.local.put(snapshot)
-        await self._share(self._event(EventKind.UPDATED, head), snapshot)
+        await self._share((self._event(EventKind.UPDATED, head),), snapshot)
 
     async def delete_session(self, session_id: str) -> bool:
         """Soft-delete: hidden from reads, kept for audit. False if no live session had the id."""
@@ -625,7 +602,7 @@ class SessionManager(AsyncResource):
         if self.local is not None:
             self.local.drop(session_id, DELETED_VERSION)
         head = AgentSession(agent_type="", session_id=session_id, state=SessionState.DELETED)
-        await self._share(self._event(EventKind.DELETED, head))
+        await self._share((self._event(EventKind.DELETED, head),))
         return True
 
     async def get_active_sessions(
