@@ -31,8 +31,6 @@ from typing import Any, Self
 from agent_core.bus.base import EventBus, SessionEvent
 from agent_core.cache import keys
 from agent_core.cache.valkey import (
-    WRITE_MANY_SCRIPT,
-    WRITE_MANY_SHA,
     WRITE_SCRIPT,
     WRITE_SHA,
     CacheWrite,
@@ -41,7 +39,7 @@ from agent_core.cache.valkey import (
     close_client,
     is_noscript,
     is_pool_exhausted,
-    write_many_args,
+    write_args,
 )
 from agent_core.errors import CacheUnavailable, ConfigurationError, NotOpenError
 
@@ -414,14 +412,15 @@ class ValkeyBus(EventBus):
             if write is None:
                 receivers = int(await client.publish(channel, payload))
             else:
-                args = (write.key, write.value, write.ttl_ms, channel, payload)
+                args = write_args((write,), channel, (payload,))
                 try:
-                    receivers = int(await client.evalsha(WRITE_SHA, 1, *args))
+                    reply = await client.evalsha(WRITE_SHA, *args)
                 except Exception as exc:
                     if not is_noscript(exc):
                         raise
                     # The server lost its scripts (a restart): EVAL runs and caches it again.
-                    receivers = int(await client.eval(WRITE_SCRIPT, 1, *args))
+                    reply = await client.eval(WRITE_SCRIPT, *args)
+                receivers = int(reply[1])  # {keys written, most subscribers}
         else:
             receivers = 0
             for start in range(0, len(messages), _CHUNK):
@@ -449,32 +448,30 @@ class ValkeyBus(EventBus):
         pipe = self._client.pipeline(transaction=False)
         if load:
             pipe.script_load(WRITE_SCRIPT)
-            pipe.script_load(WRITE_MANY_SCRIPT)
         channel = self.channel
         for run in runs:
-            payload, write = run[0]
-            if write is None:
-                pipe.publish(channel, payload)
-            elif len(run) == 1:
-                pipe.evalsha(WRITE_SHA, 1, write.key, write.value, write.ttl_ms, channel, payload)
+            if run[0][1] is None:
+                pipe.publish(channel, run[0][0])
             else:
                 writes = [w for _, w in run if w is not None]
-                args = write_many_args(writes, channel, [p for p, _ in run])
-                pipe.evalsha(WRITE_MANY_SHA, *args)
+                pipe.evalsha(WRITE_SHA, *write_args(writes, channel, [p for p, _ in run]))
         replies = list(await pipe.execute(raise_on_error=False))
         if load:
-            for loaded in (replies.pop(0), replies.pop(0)):
-                if isinstance(loaded, Exception):
-                    raise loaded
+            loaded = replies.pop(0)
+            if isinstance(loaded, Exception):
+                raise loaded
             self._script_loaded = True
         lost = [m for run, r in zip(runs, replies, strict=True) if is_noscript(r) for m in run]
         errors = [r for r in replies if isinstance(r, Exception) and not is_noscript(r)]
         if errors:
             raise errors[0]
-        counts = [int(r) for r in replies if not isinstance(r, Exception)]
+        # PUBLISH replies with a count; the script with {written, most subscribers}.
+        counts = [
+            int(r[1] if isinstance(r, list) else r) for r in replies if not isinstance(r, Exception)
+        ]
         if lost:
             # The server lost its scripts since they were loaded (a restart the subscriber has
-            # not noticed yet): send those again with the scripts. They land after the rest of
+            # not noticed yet): send those again with the script. They land after the rest of
             # this chunk; subscribers of a restarted server have been told to drop everything.
             self._script_loaded = False
             counts.append(await self._pipeline(lost))

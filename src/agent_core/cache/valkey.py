@@ -36,8 +36,6 @@ from agent_core.errors import (
 from agent_core.sessions.session_models import AgentSession
 
 __all__ = [
-    "WRITE_MANY_SCRIPT",
-    "WRITE_MANY_SHA",
     "WRITE_SCRIPT",
     "WRITE_SHA",
     "CacheWrite",
@@ -46,45 +44,25 @@ __all__ = [
     "close_client",
     "is_noscript",
     "is_pool_exhausted",
-    "write_many_args",
+    "write_args",
 ]
 
 _HEADER = 20
-_MANY = 100  # keys per WRITE_MANY_SCRIPT call
+_MANY = 100  # keys per WRITE_SCRIPT call
 _SCHEMES = {"valkey": "redis", "valkeys": "rediss", "redis": "redis", "rediss": "rediss"}
 
-# KEYS[1] the session key; ARGV[1] the new value (header + body, or a bare header for a
-# tombstone); ARGV[2] its TTL in milliseconds; optionally ARGV[3] a channel and ARGV[4] a message
-# to PUBLISH there in the same command (the event bus sends a write and its event as one
-# command). Nothing replaces a newer version, and nothing replaces an entry at the same version
+# One compare-and-set per key, each optionally followed by a PUBLISH (the event bus sends a
+# write and its event as one command). KEYS[i] the session keys; ARGV[1] a channel ('' for
+# none); then per key i: ARGV[3i-1] the new value (header + body, or a bare header for a
+# tombstone), ARGV[3i] its TTL in milliseconds, ARGV[3i+1] the message to publish after that
+# write. Nothing replaces a newer version, and nothing replaces an entry at the same version
 # (it already holds that version); a tombstone at version v says "v is committed", so a fill of
 # v itself is welcome. The event goes out either way: the write it announces did commit.
-# Returns the number of subscribers that got the message when there is one, else 1 for written
-# and 0 for refused.
+# Returns {keys written, the most subscribers any message reached}.
 # Versions compare as fixed-width digit strings: exact for any 64-bit version.
 WRITE_SCRIPT = """
-local written = 0
-local cur = redis.call('GET', KEYS[1])
-local new = string.sub(ARGV[1], 1, 20)
-if not cur or string.sub(cur, 1, 20) < new
-   or (string.sub(cur, 1, 20) == new and string.len(cur) <= 20) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  written = 1
-end
-if ARGV[3] then
-  return redis.call('PUBLISH', ARGV[3], ARGV[4])
-end
-return written
-"""
-WRITE_SHA = hashlib.sha1(WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
-
-# WRITE_SCRIPT for many keys in one command (a sweep's batch): KEYS[i] the session keys;
-# ARGV[1] a channel ('' for none); then per key i: ARGV[3i-1] the value, ARGV[3i] its TTL in
-# milliseconds, ARGV[3i+1] the message to publish after that write. Returns the most
-# subscribers any message reached (0 without a channel).
-WRITE_MANY_SCRIPT = """
 local channel = ARGV[1]
-local most = 0
+local written, most = 0, 0
 for i = 1, #KEYS do
   local value = ARGV[3 * i - 1]
   local new = string.sub(value, 1, 20)
@@ -92,6 +70,7 @@ for i = 1, #KEYS do
   if not cur or string.sub(cur, 1, 20) < new
      or (string.sub(cur, 1, 20) == new and string.len(cur) <= 20) then
     redis.call('SET', KEYS[i], value, 'PX', ARGV[3 * i])
+    written = written + 1
   end
   if channel ~= '' then
     local n = redis.call('PUBLISH', channel, ARGV[3 * i + 1])
@@ -100,16 +79,16 @@ for i = 1, #KEYS do
     end
   end
 end
-return most
+return {written, most}
 """
-WRITE_MANY_SHA = hashlib.sha1(WRITE_MANY_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+WRITE_SHA = hashlib.sha1(WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
-def write_many_args(
+def write_args(
     writes: Sequence[CacheWrite], channel: str = "", messages: Sequence[bytes] = ()
 ) -> list[Any]:
-    """``EVALSHA WRITE_MANY_SHA`` arguments after the SHA: ``writes`` (and, with ``channel``,
-    one message per write)."""
+    """``EVALSHA WRITE_SHA`` arguments after the SHA: ``writes`` (and, with ``channel``, one
+    message per write to publish after it)."""
     args: list[Any] = [len(writes)]
     args.extend(w.key for w in writes)
     args.append(channel)
@@ -343,8 +322,7 @@ class ValkeyCache(SessionCache):
         )
 
     async def set(self, session: AgentSession) -> None:
-        key, value, _ = self.entry_write(session)
-        if await self._write(key, value, self._ttl_ms):
+        if await self._write(self.entry_write(session)):
             self.stats["sets"] += 1
         else:
             self.stats["stale_sets"] += 1
@@ -383,7 +361,7 @@ class ValkeyCache(SessionCache):
             self._refuse()
         writes = [self.tombstone_write(session_id, version) for session_id, version in items]
         if len(writes) == 1:
-            await self._write(*writes[0])
+            await self._write(writes[0])
             self.stats["invalidations"] += 1
             return
         client = self._client
@@ -391,7 +369,7 @@ class ValkeyCache(SessionCache):
             for attempt in range(2):
                 pipe = client.pipeline(transaction=False)
                 for start in range(0, len(writes), _MANY):
-                    pipe.evalsha(WRITE_MANY_SHA, *write_many_args(writes[start : start + _MANY]))
+                    pipe.evalsha(WRITE_SHA, *write_args(writes[start : start + _MANY]))
                 try:
                     await pipe.execute()
                     break
@@ -399,24 +377,25 @@ class ValkeyCache(SessionCache):
                     if attempt or not is_noscript(exc):
                         raise
                     # Every slice is safe to send again: a write never replaces a newer one.
-                    await client.script_load(WRITE_MANY_SCRIPT)
+                    await client.script_load(WRITE_SCRIPT)
         except Exception as exc:
             raise self._failed("write", exc) from exc
         self.stats["invalidations"] += len(items)
 
-    async def _write(self, key: str, value: bytes, ttl_ms: int) -> bool:
+    async def _write(self, write: CacheWrite) -> bool:
         if self._broken_until:
             self._refuse()
         client = self._client
+        args = write_args((write,))
         try:
             try:
-                written = await client.evalsha(WRITE_SHA, 1, key, value, ttl_ms)
+                written, _ = await client.evalsha(WRITE_SHA, *args)
             except Exception as exc:
                 if not is_noscript(exc):
                     raise
                 # First use on this server (or it restarted, or flushed its scripts): EVAL
                 # runs the script and caches it under the same SHA for the next EVALSHA.
-                written = await client.eval(WRITE_SCRIPT, 1, key, value, ttl_ms)
+                written, _ = await client.eval(WRITE_SCRIPT, *args)
         except Exception as exc:
             raise self._failed("write", exc) from exc
         return bool(written)
