@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,7 +22,6 @@ import asyncpg
 import pytest
 
 from agent_core.errors import (
-    AgentCoreError,
     ConfigurationError,
     ConflictError,
     NotOpenError,
@@ -37,10 +35,10 @@ from agent_core.sessions.session_models import (
     SessionState,
     utcnow,
 )
-from agent_core.stores.base import AppendResult, SessionStore, SweptSession
-from agent_core.stores.memory import MemoryStore
+from agent_core.stores.base import SweptSession
 from agent_core.stores.postgres import PostgresStore
 from tests.servers.postgres import ENV_URL, PostgresServer, server_for_tests
+from tests.stores.differential import AWKWARD, check_against_memory
 
 pytestmark = pytest.mark.postgres
 
@@ -495,13 +493,10 @@ async def test_driver_errors_are_translated(store: PostgresStore, pg_dsn: str) -
         await unmigrated.close()
 
 
-_AWKWARD = ["nul\x00", "\x00", "\ufdd0", "\ufdd00", "\ufdd01\x00", "\\u0000", "x\ufdd0\ufdd0y"]
-
-
 async def test_strings_postgresql_cannot_hold_round_trip(store: PostgresStore) -> None:
     """PostgreSQL text and jsonb reject U+0000; the store escapes it (and its escape character)
     so that every Python string round-trips, as it does in the other stores."""
-    for text in _AWKWARD:
+    for text in AWKWARD:
         context = {text: [text, {text: text}], "plain": text}
         head = await store.create(
             _session(agent_type=text, user_id=text, context=context, metadata={text: 1})
@@ -768,173 +763,7 @@ async def test_hung_server_times_out_and_recovers(fault_server: PostgresServer) 
 # --- differential run against MemoryStore ---------------------------------------------------
 
 
-def _normal(value: Any) -> Any:
-    """Outcome of a store call with the fields that depend on the wall clock taken out."""
-    if isinstance(value, AgentSession):
-        out = asdict(value)
-        out.pop("updated_at")
-        out["checkpoints"] = [_normal(cp) for cp in value.checkpoints]
-        return ("session", out)
-    if isinstance(value, SessionCheckpoint):
-        return ("checkpoint", value.name, value.timestamp, value.data, value.seq)
-    if isinstance(value, Lease):
-        return ("lease", value.session_id, value.owner, value.token)
-    if isinstance(value, AppendResult):
-        return ("append", _normal(value.checkpoint), _normal(value.session), value.created)
-    if isinstance(value, list):
-        return [_normal(v) for v in value]
-    return value
-
-
-async def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return ("ok", _normal(await method(*args, **kwargs)))
-    except AgentCoreError as exc:
-        return ("error", type(exc).__name__)
-
-
-def _random_json(rng: random.Random, depth: int = 0) -> Any:
-    kind = rng.randrange(8 if depth < 3 else 5)
-    if kind == 0:
-        return None
-    if kind == 1:
-        return rng.choice([True, False])
-    if kind == 2:
-        return rng.randrange(-(2**40), 2**40)
-    if kind == 3:
-        return rng.choice([0.5, -1.25, 1e-7, 3.0, 1e20])
-    if kind == 4:
-        return rng.choice(["", "x", "ünïcødé", "emoji 🎉", "a\nb", *_AWKWARD])
-    if kind in (5, 6):
-        return {rng.choice("abcde"): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
-    return [_random_json(rng, depth + 1) for _ in range(rng.randrange(3))]
-
-
-def _random_object(rng: random.Random) -> dict[str, Any]:
-    return {rng.choice("abcde"): _random_json(rng, 1) for _ in range(rng.randrange(4))}
-
-
-class _World:
-    """The shared, deterministic inputs of a differential run."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        base = utcnow().replace(microsecond=0) - timedelta(minutes=30)
-        # Heartbeats and checkpoint times: stale, recent, and just ahead of the sweep cutoff.
-        self.times = [base - timedelta(hours=2), base, base + timedelta(minutes=5)]
-        self.ids = [str(uuid.UUID(int=self.rng.getrandbits(128), version=4)) for _ in range(6)]
-        self.leases: list[Lease] = []
-        self.views: dict[str, AgentSession] = {}
-
-    def op(self, step: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-        """One random call: (method name, args, kwargs), the same for both stores."""
-        rng = self.rng
-        sid = rng.choice(self.ids)
-        fence = rng.choice([None, None, *self.leases[-3:]]) if self.leases else None
-        if fence is not None and fence.session_id != sid:
-            fence = None
-        window = rng.choice([0, 1, 3, 100])
-        limit = rng.choice([1, 2, 50])
-        ttl = rng.choice([timedelta(hours=1), timedelta(seconds=-1)])
-        at = rng.choice(self.times)
-        cps = [
-            SessionCheckpoint(f"cp{step}-{i}", timestamp=at, data=_random_object(rng))
-            for i in range(rng.randrange(3))
-        ]
-        kind = rng.randrange(19)
-        if kind == 0:
-            session = AgentSession(
-                agent_type=rng.choice(["planner", "coder"]),
-                user_id=rng.choice(["u1", "u2"]),
-                session_id=sid,
-                created_at=self.times[0],
-                last_heartbeat=at,
-                context=_random_object(rng),
-                metadata=_random_object(rng),
-                checkpoints=cps,
-            )
-            return "create", (session,), {}
-        if kind == 3 and sid in self.views:
-            updated = AgentSession(
-                **{
-                    **asdict(self.views[sid]),
-                    "checkpoints": [],
-                    "state": rng.choice(list(SessionState)),
-                    "context": _random_object(rng),
-                    "last_heartbeat": at,
-                }
-            )
-            return "update", (updated, cps), {"fence": fence}
-        if kind in (4, 5):
-            cp = SessionCheckpoint("a", timestamp=at, data=_random_object(rng))
-            key = rng.choice([None, "k1", "k2"])
-            return "append_checkpoint", (sid, cp), {"idempotency_key": key, "fence": fence}
-        if kind == 6:
-            return "heartbeat", (sid, at), {"fence": fence}
-        if kind == 7:
-            return "patch_context", (sid, _random_object(rng)), {"fence": fence}
-        if kind == 8:
-            state = rng.choice(list(SessionState))
-            reason = rng.choice([None, "oops"])
-            return "set_state", (sid, state), {"reason": reason, "fence": fence}
-        if kind == 9:
-            return "delete", (sid,), {}
-        if kind == 10:
-            return "list_checkpoints", (sid,), {"after_seq": window, "limit": limit}
-        if kind == 11:
-            filters = {
-                "state": rng.choice([None, SessionState.ACTIVE, SessionState.FAILED]),
-                "agent_type": rng.choice([None, "planner"]),
-                "user_id": rng.choice([None, "u1"]),
-                "after": rng.choice([None, *self.ids[:3]]),
-            }
-            return "list_sessions", (), {"limit": limit, **filters}
-        if kind == 12:
-            return "claim", (sid, rng.choice(["w1", "w2"]), ttl), {}
-        if kind == 13 and fence is not None:
-            return "renew", (fence, ttl), {}
-        if kind == 14 and fence is not None:
-            return "release", (fence,), {}
-        if kind == 15:
-            return "current_lease", (sid,), {}
-        if kind == 16:
-            return "sweep_stale", (self.times[1] - timedelta(hours=1),), {"limit": 1000}
-        if kind == 17:
-            return "expire_leases", (utcnow(),), {"limit": 1000}
-        if kind == 18 and rng.randrange(4) == 0:
-            return "purge", (), {"session_id": sid}
-        if kind == 2:
-            return "get_version", (sid,), {}
-        return "get", (sid,), {"window": window}
-
-
 @pytest.mark.parametrize("seed", range(4))
 async def test_matches_memory_store(pg_dsn: str, seed: int) -> None:
-    world = _World(seed)
-    memory = MemoryStore()
-    await memory.open()
     async with PostgresStore(pg_dsn) as postgres:
-        stores: list[SessionStore] = [memory, postgres]
-        for step in range(400):
-            name, args, kwargs = world.op(step)
-            outcomes = [await _call(getattr(store, name), *args, **kwargs) for store in stores]
-            if name in ("sweep_stale", "expire_leases") and outcomes[0][0] == "ok":
-                # Both handle everything eligible; only the order within the batch may differ.
-                outcomes = [(o[0], sorted(o[1], key=repr)) for o in outcomes]
-            assert outcomes[0] == outcomes[1], f"step {step}: {name} {args} {kwargs}"
-            sid = args[0] if args and isinstance(args[0], str) else None
-            if name == "claim" and outcomes[0][0] == "ok" and sid is not None:
-                lease = await postgres.current_lease(sid)
-                if lease is not None:
-                    world.leases.append(lease)
-            if sid is not None:
-                fresh = await postgres.get(sid, window=0)
-                if fresh is not None:
-                    world.views[sid] = fresh
-                else:
-                    world.views.pop(sid, None)
-        # The whole stored state agrees at the end.
-        for sid in world.ids:
-            for name, kwargs in (("get", {"window": 10_000}), ("current_lease", {})):
-                final = [await _call(getattr(store, name), sid, **kwargs) for store in stores]
-                assert final[0] == final[1], f"{name} {sid}"
+        await check_against_memory(postgres, seed)

@@ -24,9 +24,9 @@ import agent_core
 from agent_core.errors import NotOpenError, SessionNotFound, StoreUnavailable
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint, SessionState
 from agent_core.stores.base import SweptSession
-from agent_core.stores.memory import MemoryStore
 from agent_core.stores.migrations import load_migrations
 from agent_core.stores.sqlite import SQLiteStore
+from tests.stores.differential import check_against_memory
 
 SRC = Path(agent_core.__file__).resolve().parents[1]
 MIGRATIONS = len(load_migrations("sqlite"))
@@ -654,33 +654,5 @@ async def test_open_cancelled_midway_closes_what_it_opened(
 
 @pytest.mark.parametrize("seed", range(4))
 async def test_matches_memory_store(either_path: SQLiteStore, seed: int) -> None:
-    """The PostgreSQL suite's random differential run, against SQLite (both read paths)."""
-    pytest.importorskip("asyncpg")
-    from tests.stores.test_postgres_store import _call, _World
-
-    world = _World(seed)
-    memory = MemoryStore()
-    await memory.open()
-    stores: list[Any] = [memory, either_path]
-    for step in range(400):
-        name, args, kwargs = world.op(step)
-        outcomes = [await _call(getattr(store, name), *args, **kwargs) for store in stores]
-        if name in ("sweep_stale", "expire_leases") and outcomes[0][0] == "ok":
-            # Both handle everything eligible; only the order within the batch may differ.
-            outcomes = [(o[0], sorted(o[1], key=repr)) for o in outcomes]
-        assert outcomes[0] == outcomes[1], f"step {step}: {name} {args} {kwargs}"
-        sid = args[0] if args and isinstance(args[0], str) else None
-        if name == "claim" and outcomes[0][0] == "ok" and sid is not None:
-            lease = await either_path.current_lease(sid)
-            if lease is not None:
-                world.leases.append(lease)
-        if sid is not None:
-            fresh = await either_path.get(sid, window=0)
-            if fresh is not None:
-                world.views[sid] = fresh
-            else:
-                world.views.pop(sid, None)
-    for sid in world.ids:
-        for name, kwargs in (("get", {"window": 10_000}), ("current_lease", {})):
-            final = [await _call(getattr(store, name), sid, **kwargs) for store in stores]
-            assert final[0] == final[1], f"{name} {sid}"
+    """The random differential run of the PostgreSQL suite, on SQLite (both read paths)."""
+    await check_against_memory(either_path, seed)
