@@ -131,7 +131,7 @@ def _new_checkpoint(seq: int, name: str, timestamp: int, data: dict[str, Any]) -
     # does, instead of going through the dataclass __init__ and its default factories.
     cp = _new(SessionCheckpoint)
     cp.name = name
-    cp.timestamp = _EPOCH + timedelta(0, 0, timestamp)
+    cp.timestamp = _from_us(timestamp)
     cp.data = data
     cp.seq = seq
     return cp
@@ -150,17 +150,7 @@ def _window(trail: str | None) -> list[SessionCheckpoint]:
     # group_concat() promises no order; the primary-key scan gives seq order, and sorting
     # an already sorted list is one pass. Entries compare by their unique seq alone.
     entries.sort()
-    out: list[SessionCheckpoint] = []
-    append = out.append
-    for seq, name, timestamp, data in entries:
-        # _new_checkpoint() inlined: this loop is most of the cost of decoding a read.
-        cp = _new(SessionCheckpoint)
-        cp.name = name
-        cp.timestamp = _EPOCH + timedelta(0, 0, timestamp)
-        cp.data = data
-        cp.seq = seq
-        append(cp)
-    return out
+    return [_new_checkpoint(seq, name, timestamp, data) for seq, name, timestamp, data in entries]
 
 
 def _has_json(conn: sqlite3.Connection) -> bool:
@@ -210,9 +200,9 @@ def _session(found: tuple[Any, ...]) -> AgentSession:
         user_id=user_id,
         session_id=session_id,
         state=SessionState(state),
-        created_at=_EPOCH + timedelta(0, 0, created_at),
-        updated_at=_EPOCH + timedelta(0, 0, updated_at),
-        last_heartbeat=_EPOCH + timedelta(0, 0, last_heartbeat),
+        created_at=_from_us(created_at),
+        updated_at=_from_us(updated_at),
+        last_heartbeat=_from_us(last_heartbeat),
         context=loads(context),
         checkpoints=_window(trail),
         metadata=loads(metadata),
