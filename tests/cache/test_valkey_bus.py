@@ -411,3 +411,17 @@ async def test_a_cancelled_publisher_hands_the_queue_over(buses: MakeBus) -> Non
     await a.publish(third := event(3))  # and the bus still works
     b.poll()
     assert got.events[-1] == third
+
+
+async def test_cache_writes_need_a_fenced_event(namespace: str, buses: MakeBus) -> None:
+    a, b = await buses(), await buses()
+    got = Recorder()
+    b.subscribe(got)
+    cache = ValkeyCache(a.client, namespace=namespace)
+    e = event(7)
+    with pytest.raises(ValueError, match="fenced"):
+        await a.publish(e, fenced=False, write=cache.tombstone_write(e.session_id, 7))
+    await a.publish(event(8))  # fenced: everything sent before it has arrived
+    b.poll()
+    assert e not in got.events  # nothing went out...
+    assert await a.client.get(keys.session_key(namespace, e.session_id)) is None  # ...or stored
