@@ -597,9 +597,9 @@ async def test_expired_leases_are_reaped(manager: SessionManager) -> None:
     session = await manager.create_session("x")
     lease = await manager.claim(session.session_id, "w", timedelta(milliseconds=20))
     await asyncio.sleep(0.05)
-    expired = await manager.store.expire_leases(datetime.now(UTC), limit=100)
+    expired = await manager.store.expire_leases(limit=100)
     assert [(e.session_id, e.token) for e in expired] == [(session.session_id, lease.token)]
-    assert await manager.store.expire_leases(datetime.now(UTC), limit=100) == []
+    assert await manager.store.expire_leases(limit=100) == []
     with pytest.raises(LeaseLost):
         await manager.append_checkpoint(session.session_id, "late", lease=lease)
 

@@ -1,99 +1,107 @@
-"""The in-process cache tier: bounded in entries and in time, never the source of truth."""
+"""The in-process cache tier: bounded in entries, in bytes and in time; never the source of truth.
+
+Entries are kept encoded (the session's JSON as bytes), so no caller ever holds a reference to
+what the tier keeps: every hit decodes a fresh object, and the byte bound is exact.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import NamedTuple
 
-from agent_core.cache.base import SessionCache
+import orjson
+
 from agent_core.sessions.session_models import AgentSession
 
-__all__ = ["LocalCache"]
+__all__ = ["DEFAULT_MAX_BYTES", "LocalCache", "LocalEntry"]
+
+DEFAULT_MAX_BYTES = 128 * 2**20
+"""Default byte bound of the tier: 128 MiB of encoded sessions."""
 
 
-def _clone(session: AgentSession) -> AgentSession:
-    """A copy with fresh top-level containers, without re-running ``__init__`` (hot path)."""
-    clone = object.__new__(AgentSession)
-    clone.__dict__.update(session.__dict__)
-    clone.context = dict(session.context)
-    clone.metadata = dict(session.metadata)
-    clone.checkpoints = list(session.checkpoints)
-    return clone
+class LocalEntry(NamedTuple):
+    version: int
+    expires_at: float  # time.monotonic()
+    body: bytes  # AgentSession.to_dict() as JSON
 
 
-class LocalCache(SessionCache):
-    """An LRU of sessions with a TTL per entry.
+def encode(session: AgentSession) -> bytes:
+    return orjson.dumps(session.to_dict())
 
-    Holds at most ``max_entries`` sessions (tombstones included) and serves none older than
-    ``ttl`` seconds. ``get`` hands out a copy whose top-level containers are fresh, so a caller
-    adding checkpoints or context keys does not change the cached entry.
+
+def decode(body: bytes) -> AgentSession:
+    return AgentSession.from_dict(orjson.loads(body))
+
+
+class LocalCache:
+    """An LRU of encoded sessions with a TTL per entry.
+
+    Holds at most ``max_entries`` sessions and ``max_bytes`` bytes of encoded sessions (the
+    least recently used go first), and serves none older than ``ttl`` seconds. A session larger
+    than ``max_bytes`` on its own is not kept. What it serves says nothing about freshness: the
+    coherence layer checks every hit's version before handing it out.
     """
 
-    name = "local"
-
-    def __init__(self, *, max_entries: int = 10_000, ttl: float = 60.0) -> None:
+    def __init__(
+        self, *, max_entries: int = 10_000, max_bytes: int = DEFAULT_MAX_BYTES, ttl: float = 60.0
+    ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.ttl = ttl
-        # session_id -> (version, expires_at monotonic, session or None for a tombstone)
-        self._entries: OrderedDict[str, tuple[int, float, AgentSession | None]] = OrderedDict()
+        self.nbytes = 0
+        """Bytes of encoded sessions held now."""
+        self._entries: OrderedDict[str, LocalEntry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def peek(self, session_id: str) -> AgentSession | None:
-        """Synchronous ``get``: the manager's hot path uses it to skip an await."""
+    def peek(self, session_id: str) -> LocalEntry | None:
+        """The live entry for ``session_id`` (not decoded), or ``None``."""
         entry = self._entries.get(session_id)
         if entry is None:
             return None
-        _, expires_at, session = entry
-        if session is None:
-            return None
-        if expires_at < time.monotonic():
-            del self._entries[session_id]
+        if entry.expires_at < time.monotonic():
+            self.discard(session_id)
             return None
         self._entries.move_to_end(session_id)
-        return _clone(session)
+        return entry
 
     def exact(self, session_id: str, version: int) -> AgentSession | None:
-        """The cached session itself (not a copy; do not mutate it) if it is live and at
-        exactly ``version``, else ``None``."""
-        entry = self._entries.get(session_id)
-        if entry is None or entry[0] != version or entry[1] < time.monotonic():
+        """A decoded copy of the entry if it is live and at exactly ``version``."""
+        entry = self.peek(session_id)
+        if entry is None or entry.version != version:
             return None
-        return entry[2]
+        return decode(entry.body)
 
     def put(self, session: AgentSession) -> None:
-        entry = self._entries.get(session.session_id)
-        # A tombstone at this very version only says the version is committed: fill it.
-        if entry is not None and (
-            entry[0] > session.version or (entry[0] == session.version and entry[2] is not None)
-        ):
+        """Keep ``session`` (encoded) unless an entry at its version or newer is held."""
+        current = self._entries.get(session.session_id)
+        if current is not None and current.version >= session.version:
             return
-        self._store(session.session_id, session.version, _clone(session))
-
-    def drop(self, session_id: str, version: int) -> None:
-        entry = self._entries.get(session_id)
-        # An entry at this version or newer already reflects the change being announced.
-        if entry is not None and entry[0] >= version:
+        self.discard(session.session_id)
+        body = encode(session)
+        if len(body) > self.max_bytes:
             return
-        self._store(session_id, version, None)
+        self._entries[session.session_id] = LocalEntry(
+            session.version, time.monotonic() + self.ttl, body
+        )
+        self.nbytes += len(body)
+        while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.nbytes -= len(evicted.body)
 
-    def _store(self, session_id: str, version: int, session: AgentSession | None) -> None:
-        self._entries[session_id] = (version, time.monotonic() + self.ttl, session)
-        self._entries.move_to_end(session_id)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+    def discard(self, session_id: str) -> None:
+        entry = self._entries.pop(session_id, None)
+        if entry is not None:
+            self.nbytes -= len(entry.body)
 
-    async def get(self, session_id: str) -> AgentSession | None:
-        return self.peek(session_id)
-
-    async def set(self, session: AgentSession) -> None:
-        self.put(session)
-
-    async def invalidate(self, session_id: str, version: int) -> None:
-        self.drop(session_id, version)
-
-    async def clear(self) -> None:
+    def clear(self) -> None:
         self._entries.clear()
+        self.nbytes = 0

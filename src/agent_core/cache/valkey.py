@@ -2,12 +2,14 @@
 
 Value format (one string per key, ``keys.session_key(namespace, id)``)::
 
-    <version: 20 ASCII digits, zero padded><AgentSession.to_dict() as JSON>   an entry
-    <version: 20 ASCII digits, zero padded>                                    a tombstone
+    <version: 20 digits><epoch: 20 digits><AgentSession.to_dict() as JSON>   an entry
+    <version: 20 digits><epoch: 20 digits>                                    a tombstone
 
-A fixed-width decimal header lets the Lua script compare versions exactly as strings (Lua
-numbers are doubles, which cannot hold every 64-bit version), and lets ``get`` find the JSON by
-slicing at a constant offset instead of parsing a header.
+Digits are ASCII, zero padded. A fixed-width decimal header lets the Lua script compare versions
+exactly as strings (Lua numbers are doubles, which cannot hold every 64-bit version), and lets
+``get`` find the JSON by slicing at a constant offset instead of parsing a header. The *epoch*
+is the store's tier epoch the writer knew (``SessionStore.tier_epoch``): readers trust only
+entries of the current epoch, so one bump in the store invalidates every entry at once.
 
 The client is any asyncio Redis-protocol client with redis-py's command methods: redis-py's
 ``redis.asyncio.Redis`` and valkey-py's ``valkey.asyncio.Valkey`` both work. Neither is imported
@@ -16,8 +18,6 @@ until ``from_url`` needs one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -26,13 +26,14 @@ from typing import Any, NamedTuple, Self
 import orjson
 
 from agent_core.cache import keys
-from agent_core.cache.base import DELETED_VERSION, SessionCache
+from agent_core.cache.base import DELETED_VERSION
 from agent_core.errors import (
     CacheUnavailable,
     ConfigurationError,
     MissingDependency,
     NotOpenError,
 )
+from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession
 
 __all__ = [
@@ -44,22 +45,24 @@ __all__ = [
     "close_client",
     "is_noscript",
     "is_pool_exhausted",
+    "parse_header",
     "write_args",
 ]
 
-_HEADER = 20
+_HEADER = 40
+_VERSION = 20
 _MANY = 100  # keys per WRITE_SCRIPT call
 _SCHEMES = {"valkey": "redis", "valkeys": "rediss", "redis": "redis", "rediss": "rediss"}
 
-# One compare-and-set per key, each optionally followed by a PUBLISH (the event bus sends a
-# write and its event as one command). KEYS[i] the session keys; ARGV[1] a channel ('' for
-# none); then per key i: ARGV[3i-1] the new value (header + body, or a bare header for a
-# tombstone), ARGV[3i] its TTL in milliseconds, ARGV[3i+1] the message to publish after that
-# write. Nothing replaces a newer version, and nothing replaces an entry at the same version
-# (it already holds that version); a tombstone at version v says "v is committed", so a fill of
-# v itself is welcome. The event goes out either way: the write it announces did commit.
+# One compare-and-set per key, each optionally followed by a PUBLISH (a write and its event go
+# out as one command). KEYS[i] the session keys; ARGV[1] a channel ('' for none); then per key
+# i: ARGV[3i-1] the new value (header + body, or a bare header for a tombstone), ARGV[3i] its
+# TTL in milliseconds, ARGV[3i+1] the message to publish after that write. Nothing replaces a
+# newer version. At the same version, a value replaces a tombstone (which only says "v is
+# committed") or an entry of an older epoch; an entry of the same epoch already holds v.
+# The event goes out either way: the write it announces did commit.
 # Returns {keys written, the most subscribers any message reached}.
-# Versions compare as fixed-width digit strings: exact for any 64-bit version.
+# Versions and epochs compare as fixed-width digit strings: exact for any 64-bit value.
 WRITE_SCRIPT = """
 local channel = ARGV[1]
 local written, most = 0, 0
@@ -67,8 +70,10 @@ for i = 1, #KEYS do
   local value = ARGV[3 * i - 1]
   local new = string.sub(value, 1, 20)
   local cur = redis.call('GET', KEYS[i])
-  if not cur or string.sub(cur, 1, 20) < new
-     or (string.sub(cur, 1, 20) == new and string.len(cur) <= 20) then
+  local old = cur and string.sub(cur, 1, 20)
+  if not cur or old < new
+     or (old == new and (string.len(cur) <= 40
+                         or string.sub(cur, 21, 40) < string.sub(value, 21, 40))) then
     redis.call('SET', KEYS[i], value, 'PX', ARGV[3 * i])
     written = written + 1
   end
@@ -109,10 +114,17 @@ class CacheWrite(NamedTuple):
     ttl_ms: int
 
 
-def _header(version: int) -> bytes:
-    if not 0 <= version < 10**_HEADER:
-        raise ValueError(f"session version {version} is out of range")
-    return b"%020d" % version
+def _header(version: int, epoch: int) -> bytes:
+    if not (0 <= version < 10**_VERSION and 0 <= epoch < 10**_VERSION):
+        raise ValueError(f"session version {version} or epoch {epoch} is out of range")
+    return b"%020d%020d" % (version, epoch)
+
+
+def parse_header(raw: bytes) -> tuple[int, int] | None:
+    """``(version, epoch)`` of a stored value (or of its first 40 bytes), ``None`` if foreign."""
+    if len(raw) < _HEADER or not raw[:_HEADER].isdigit():
+        return None
+    return int(raw[:_VERSION]), int(raw[_VERSION:_HEADER])
 
 
 def is_pool_exhausted(exc: BaseException) -> bool:
@@ -171,7 +183,7 @@ async def close_client(client: Any) -> None:
     await closer()
 
 
-class ValkeyCache(SessionCache):
+class ValkeyCache(AsyncResource):
     """Sessions cached in Valkey under ``{namespace}:session:{id}`` for ``ttl`` seconds.
 
     A failure of Valkey raises ``CacheUnavailable`` and opens a circuit breaker: for
@@ -187,9 +199,13 @@ class ValkeyCache(SessionCache):
         *,
         namespace: str,
         ttl: float = 86400,
-        tombstone_ttl: float = 120,
+        tombstone_ttl: float | None = None,
         retry_after: float = 0.5,
     ) -> None:
+        # A tombstone must outlive any fill it races: by default it lives as long as an entry
+        # (it is 40 bytes); a fill is sent only while it is younger than half this life.
+        if tombstone_ttl is None:
+            tombstone_ttl = ttl
         if ttl <= 0 or tombstone_ttl <= 0:
             raise ConfigurationError("ttl and tombstone_ttl must be positive")
         self._client = client
@@ -200,8 +216,6 @@ class ValkeyCache(SessionCache):
         self.retry_after = retry_after
         self._ttl_ms = max(1, int(ttl * 1000))
         self._tombstone_ttl_ms = max(1, int(tombstone_ttl * 1000))
-        self._tombstones: list[tuple[str, int, asyncio.Future[None]]] = []
-        self._tombstone_writer: asyncio.Task[None] | None = None
         # 0.0 while closed for business: the hot path tests one float and nothing else.
         self._broken_until = 0.0
         self._closed = False
@@ -222,7 +236,7 @@ class ValkeyCache(SessionCache):
         *,
         namespace: str,
         ttl: float = 86400,
-        tombstone_ttl: float = 120,
+        tombstone_ttl: float | None = None,
         timeout: float = 0.25,
         retry_after: float = 0.5,
         **client_kwargs: Any,
@@ -246,12 +260,6 @@ class ValkeyCache(SessionCache):
     async def close(self) -> None:
         if self._closed:
             return
-        writer = self._tombstone_writer
-        if writer is not None:
-            # Waiting writers hold futures on it: let it finish (it is bounded by the timeouts).
-            with contextlib.suppress(Exception):
-                await writer
-            self._tombstone_writer = None
         self._closed = True
         self._broken_until = float("inf")
         if self._owns_client:
@@ -278,14 +286,16 @@ class ValkeyCache(SessionCache):
 
     # --- operations ------------------------------------------------------------------------
 
-    async def get(self, session_id: str) -> AgentSession | None:
+    async def get(self, session_id: str, epoch: int = 0) -> AgentSession | None:
+        """The cached session of ``epoch``; ``None`` on a miss, a tombstone or another epoch."""
         if self._broken_until:
             self._refuse()
         try:
             raw = await self._client.get(keys.session_key(self.namespace, session_id))
         except Exception as exc:
             raise self._failed("GET", exc) from exc
-        if raw is None or len(raw) <= _HEADER:
+        header = None if raw is None or len(raw) <= _HEADER else parse_header(raw)
+        if header is None or header[1] != epoch:
             self.stats["misses"] += 1
             return None
         try:
@@ -297,69 +307,68 @@ class ValkeyCache(SessionCache):
         self.stats["hits"] += 1
         return session
 
-    def entry_write(self, session: AgentSession) -> CacheWrite:
+    async def header(self, session_id: str) -> tuple[int, int] | None:
+        """``(version, epoch)`` of what the key holds (entry or tombstone), in 40 bytes."""
+        if self._broken_until:
+            self._refuse()
+        key = keys.session_key(self.namespace, session_id)
+        try:
+            raw = await self._client.getrange(key, 0, _HEADER - 1)
+        except Exception as exc:
+            raise self._failed("GETRANGE", exc) from exc
+        return parse_header(raw) if raw else None
+
+    async def server_id(self) -> str:
+        """The Valkey server's ``run_id``: it changes whenever the server restarts."""
+        if self._broken_until:
+            self._refuse()
+        try:
+            info = await self._client.info("server")
+        except Exception as exc:
+            raise self._failed("INFO", exc) from exc
+        run_id = info.get("run_id", "")
+        return run_id.decode() if isinstance(run_id, bytes) else str(run_id)
+
+    def entry_write(self, session: AgentSession, epoch: int = 0) -> CacheWrite:
         """The write that caches ``session`` (for a caller that sends it itself)."""
         if self._broken_until:
             self._refuse()
         return CacheWrite(
             keys.session_key(self.namespace, session.session_id),
-            _header(session.version) + orjson.dumps(session.to_dict()),
+            _header(session.version, epoch) + orjson.dumps(session.to_dict()),
             self._ttl_ms,
         )
 
-    def tombstone_write(self, session_id: str, version: int) -> CacheWrite:
-        """The write that invalidates every cached version before ``version``.
-
-        A deleted session's tombstone lives as long as an entry could: a fill that a slow
-        reader started before the delete must never bring it back.
-        """
+    def tombstone_write(self, session_id: str, version: int, epoch: int = 0) -> CacheWrite:
+        """The write that invalidates every cached version before ``version``."""
         if self._broken_until:
             self._refuse()
         return CacheWrite(
             keys.session_key(self.namespace, session_id),
-            _header(version),
+            _header(version, epoch),
             self._ttl_ms if version >= DELETED_VERSION else self._tombstone_ttl_ms,
         )
 
-    async def set(self, session: AgentSession) -> None:
-        if await self._write(self.entry_write(session)):
+    async def set(self, session: AgentSession, epoch: int = 0) -> None:
+        if await self._write(self.entry_write(session, epoch)):
             self.stats["sets"] += 1
         else:
             self.stats["stale_sets"] += 1
 
-    async def invalidate(self, session_id: str, version: int) -> None:
-        """Queue the tombstone; one task pipelines every tombstone queued meanwhile, so
-        concurrent writers share round trips. Returns once this one is written."""
-        if self._broken_until:
-            self._refuse()
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._tombstones.append((session_id, version, done))
-        if self._tombstone_writer is None or self._tombstone_writer.done():
-            self._tombstone_writer = loop.create_task(self._write_tombstones())
-        await done
+    async def invalidate(self, session_id: str, version: int, epoch: int = 0) -> None:
+        """Leave a tombstone at ``version``; returns once it is written."""
+        await self.write_many([self.tombstone_write(session_id, version, epoch)])
 
-    async def _write_tombstones(self) -> None:
-        while self._tombstones:
-            batch, self._tombstones = self._tombstones, []
-            try:
-                await self.invalidate_many([(sid, version) for sid, version, _ in batch])
-            except CacheUnavailable as exc:
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+    async def invalidate_many(self, items: Sequence[tuple[str, int]], epoch: int = 0) -> None:
+        """All the tombstones in one round trip."""
+        await self.write_many([self.tombstone_write(sid, version, epoch) for sid, version in items])
 
-    async def invalidate_many(self, items: Sequence[tuple[str, int]]) -> None:
-        """All the tombstones in one round trip: one script call per 100 keys, pipelined."""
-        if not items:
+    async def write_many(self, writes: Sequence[CacheWrite]) -> None:
+        """Send ``writes`` in one round trip: one script call per 100 keys, pipelined."""
+        if not writes:
             return
         if self._broken_until:
             self._refuse()
-        writes = [self.tombstone_write(session_id, version) for session_id, version in items]
         if len(writes) == 1:
             await self._write(writes[0])
             self.stats["invalidations"] += 1
@@ -380,7 +389,7 @@ class ValkeyCache(SessionCache):
                     await client.script_load(WRITE_SCRIPT)
         except Exception as exc:
             raise self._failed("write", exc) from exc
-        self.stats["invalidations"] += len(items)
+        self.stats["invalidations"] += len(writes)
 
     async def _write(self, write: CacheWrite) -> bool:
         if self._broken_until:

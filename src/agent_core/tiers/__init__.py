@@ -1,0 +1,1 @@
+"""Shared and in-process tiers, and the coherence layer that keeps them true to the store."""
