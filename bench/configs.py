@@ -43,8 +43,8 @@ __all__ = [
     "Unavailable",
 ]
 
-ALL_WORKLOADS = frozenset({"W1", "W2", "W3", "W3-local", "W4", "W5", "W6"})
-RAW_WORKLOADS = ALL_WORKLOADS - {"W3-local"}
+ALL_WORKLOADS = frozenset({"W1", "W2", "W3", "W3-local", "W4", "W4-nolocal", "W5", "W6"})
+RAW_WORKLOADS = ALL_WORKLOADS - {"W3-local", "W4-nolocal"}
 SWEEP_BATCH = 500
 STALE_AGE = timedelta(days=3)
 SWEEP_MAX_AGE = timedelta(days=2)
@@ -722,7 +722,7 @@ class AgentCoreSQLite(_AgentCore):
             conn.close()
         # The template was cached on creation: forget it like any other purged session.
         if self.manager.local is not None:
-            self.manager.local._entries.clear()
+            self.manager.local.clear()
 
 
 class AgentCorePostgres(_AgentCore):
@@ -803,9 +803,8 @@ class AgentCorePostgres(_AgentCore):
         finally:
             await conn.close()
         if self.manager.local is not None:
-            self.manager.local._entries.clear()
-        if self.manager.cache is not None:
-            await self.manager.cache.clear()
+            self.manager.local.clear()
+        await self.manager.tier.clear()
 
 
 class AgentCorePostgresValkey(AgentCorePostgres):

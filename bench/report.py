@@ -20,7 +20,7 @@ from bench.workloads import Result
 
 __all__ = ["Target", "evaluate_targets", "format_table", "format_targets", "write_chart"]
 
-WORKLOAD_ORDER = ["W1", "W2", "W3", "W3-local", "W4", "W5", "W5@1M", "W6", "W6@1M", "MEM"]
+WORKLOAD_ORDER = ["W1", "W2", "W3", "W3-local", "W4", "W4-nolocal", "W5", "W5@1M", "W6", "W6@1M", "MEM"]
 SUBJECT = "ac-pg-valkey"
 
 
@@ -28,7 +28,7 @@ def reference_of(workload: str, backend: str) -> tuple[str, str] | None:
     """(workload, config) of the raw reference a row is compared with."""
     if workload == "MEM":
         return None
-    base = "W3" if workload == "W3-local" else workload
+    base = {"W3-local": "W3", "W4-nolocal": "W4"}.get(workload, workload)
     if backend == "sqlite":
         return base, "raw-sqlite"
     if base == "W3":
@@ -235,6 +235,13 @@ def evaluate_targets(results: list[Result]) -> list[Target]:
             div(ops("W4", s), ops("W4", "raw-pg")),
             0.6,
         )
+        if s == SUBJECT:
+            add(
+                "W4 without the in-process tier >= 0.6x raw PostgreSQL W4",
+                s,
+                div(ops("W4-nolocal", s), ops("W4", "raw-pg")),
+                0.6,
+            )
         add(
             "W5 p50 <= 2x raw indexed SELECT (latency ratio)",
             s,

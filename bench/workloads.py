@@ -285,7 +285,22 @@ async def w3_get(adapter: Adapter, sizes: Sizes) -> list[Result]:
 
 
 async def w4_concurrent(adapter: Adapter, sizes: Sizes) -> list[Result]:
-    """W4: concurrent tasks, each appending to and reading back its own session."""
+    """W4: concurrent tasks, each appending to and reading back its own session.
+
+    ``W4-nolocal`` (agent-core with an in-process tier): the same, from a manager without that
+    tier, so every get is served as another process would serve it.
+    """
+    results = [await _w4(adapter, sizes, "W4")]
+    if "W4-nolocal" in adapter.workloads:
+        view = await adapter.reader(local=False)
+        try:
+            results.append(await _w4(view, sizes, "W4-nolocal"))
+        finally:
+            await adapter.close_reader(view)
+    return results
+
+
+async def _w4(adapter: Adapter, sizes: Sizes, label: str) -> Result:
     tasks, rounds = sizes.w4_tasks, sizes.w4_rounds
     payloads = [data.checkpoint_data(i) for i in range(rounds)]
 
@@ -311,7 +326,7 @@ async def w4_concurrent(adapter: Adapter, sizes: Sizes) -> list[Result]:
         start = time.perf_counter_ns()
         await asyncio.gather(*(worker(sid, rounds, append_lat, get_lat) for sid in ids))
         wall = time.perf_counter_ns() - start
-    result = summarize("W4", adapter, append_lat + get_lat, wall)
+    result = summarize(label, adapter, append_lat + get_lat, wall)
     a, g = sorted(append_lat), sorted(get_lat)
     result.extra.update(
         {
@@ -323,7 +338,7 @@ async def w4_concurrent(adapter: Adapter, sizes: Sizes) -> list[Result]:
             "rounds": rounds,
         }
     )
-    return [result]
+    return result
 
 
 # --- W5 -------------------------------------------------------------------------------------
@@ -491,7 +506,7 @@ async def mem_local_tier(sizes: Sizes) -> list[Result]:
     await manager.open()
     try:
         await manager.get_session(str(uuid.UUID(int=10**30)))
-        local._entries.clear()
+        local.clear()
         # Raw int64 slots allocated up front: recording latencies creates no objects.
         latencies = array("q", bytes(8 * sizes.mem_gets))
         gc.collect()

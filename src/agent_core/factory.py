@@ -18,6 +18,7 @@ from agent_core.errors import ConfigurationError, MissingDependency
 
 __all__ = [
     "ENV_PREFIX",
+    "bus_tier",
     "hide_password",
     "reference_parts",
     "sqlite_path",
@@ -124,6 +125,13 @@ def tier_from_url(
     from agent_core.bus.local import InProcessBus
 
     return BusTier(InProcessBus())
+
+
+def bus_tier(bus: Any) -> Any:
+    """The shared tier that only carries ``bus``'s notifications (an injected ``EventBus``)."""
+    from agent_core.tiers.notify import BusTier
+
+    return BusTier(bus)
 
 
 def reference_parts(

@@ -375,12 +375,12 @@ async def test_cache_writes_travel_with_their_events(
     e = event(5)
     await a.publish(e, write=cache.tombstone_write(e.session_id, 5))
     b.poll()
-    assert got.events == [e] and await stored(e.session_id) == b"%020d" % 5
+    assert got.events == [e] and await stored(e.session_id) == b"%020d%020d" % (5, 0)
     # An older write loses to the newer tombstone; its event goes out all the same.
     late = SessionEvent(kind=EventKind.UPDATED, session_id=e.session_id, version=3)
     await a.publish(late, write=cache.tombstone_write(e.session_id, 3))
     b.poll()
-    assert got.events[-1] == late and await stored(e.session_id) == b"%020d" % 5
+    assert got.events[-1] == late and await stored(e.session_id) == b"%020d%020d" % (5, 0)
 
     # Batches are pipelined in chunks, in order, with the script loaded on the way; then again
     # after the server forgot it while this bus believed it loaded.
@@ -392,7 +392,7 @@ async def test_cache_writes_travel_with_their_events(
         b.poll()
         assert got.events[-300:] == batch
         for x in batch:
-            assert await stored(x.session_id) == b"%020d" % x.version
+            assert await stored(x.session_id) == b"%020d%020d" % (x.version, 0)
 
 
 async def test_a_cancelled_publisher_hands_the_queue_over(buses: MakeBus) -> None:

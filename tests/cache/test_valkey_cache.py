@@ -198,9 +198,13 @@ async def test_decode_responses_client(server: ValkeyTestServer, namespace: str)
 
 async def test_foreign_value_is_never_served(cache: ValkeyCache, client: Any) -> None:
     sid = str(uuid.uuid4())
-    await client.set(keys.session_key(cache.namespace, sid), b"00000000000000000001{not json")
+    key = keys.session_key(cache.namespace, sid)
+    await client.set(key, b"%020d%020d{not json" % (1, 0))  # our header, damaged body
     with pytest.raises(CacheUnavailable):
         await cache.get(sid)
+    await client.set(key, b"00000000000000000001{not ours}" + b" " * 20)  # no header at all
+    assert await cache.get(sid) is None
+    assert await cache.header(sid) is None
 
 
 async def test_injected_client_left_open(client: Any, namespace: str) -> None:

@@ -19,8 +19,9 @@ from agent_core import codec, factory
 from agent_core.bus.base import EventBus, EventKind
 from agent_core.bus.stream import EventStream
 from agent_core.cache.local import LocalCache
-from agent_core.errors import LeaseLost, ValidationError
+from agent_core.errors import ValidationError
 from agent_core.resource import AsyncResource
+from agent_core.sessions import limits
 from agent_core.sessions.session_models import (
     AgentSession,
     Lease,
@@ -30,38 +31,10 @@ from agent_core.sessions.session_models import (
 from agent_core.stores.base import SessionRef, SessionStore
 from agent_core.tiers.base import SharedTier
 from agent_core.tiers.coherence import Coherence
-from agent_core.tiers.notify import BusTier
 
 __all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
-
-_MAX_NAME = 256
-
-
-def _check_lease(session_id: str, lease: Lease | None) -> None:
-    if lease is not None and lease.session_id != session_id:
-        raise LeaseLost(f"the lease is for session {lease.session_id}, not {session_id}")
-
-
-def _check_name(value: object, what: str, *, allow_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(f"{what} must be a string, not {type(value).__name__}")
-    if not value and not allow_empty:
-        raise ValidationError(f"{what} must not be empty")
-    if len(value) > _MAX_NAME:
-        raise ValidationError(f"{what} is longer than {_MAX_NAME} characters")
-    return value
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1 or limit > 10_000:
-        raise ValidationError("limit must be between 1 and 10000")
-
-
-def _check_ttl(ttl: timedelta) -> None:
-    if ttl <= timedelta(0):
-        raise ValidationError("lease ttl must be positive")
 
 
 class SessionManager(AsyncResource):
@@ -110,7 +83,7 @@ class SessionManager(AsyncResource):
         )
         self.store: SessionStore = store if store is not None else reference_store
         if tier is None:
-            tier = BusTier(bus, owns_bus=True) if bus is not None else reference_tier
+            tier = factory.bus_tier(bus) if bus is not None else reference_tier
         self.tier: SharedTier = tier
 
         if isinstance(local_cache, LocalCache):
@@ -186,23 +159,6 @@ class SessionManager(AsyncResource):
         finally:
             await self.store.close()
 
-    # --- validation --------------------------------------------------------------------------
-
-    def _encode(self, value: Any, what: str) -> None:
-        codec.encode_object(value, what=what, max_bytes=self.max_payload_bytes)
-
-    def _validate_session(self, session: AgentSession) -> None:
-        codec.validate_session_id(session.session_id)
-        _check_name(session.agent_type, "agent_type")
-        _check_name(session.user_id, "user_id", allow_empty=True)
-        if not isinstance(session.state, SessionState):
-            raise ValidationError(f"state must be a SessionState, not {session.state!r}")
-        self._encode(session.context, "context")
-        self._encode(session.metadata, "metadata")
-        for cp in session.pending_checkpoints:
-            _check_name(cp.name, "checkpoint name")
-            self._encode(cp.data, "checkpoint data")
-
     # --- the reference API -------------------------------------------------------------------
 
     async def create_session(
@@ -220,7 +176,7 @@ class SessionManager(AsyncResource):
             metadata={} if metadata is None else metadata,
         )
         session.checkpoint("session_created", {"agent_type": agent_type, "user_id": user_id})
-        self._validate_session(session)
+        limits.check_session(session, self.max_payload_bytes)
         await self.open()
         head = await self.store.create(session)
         _adopt(session, head)
@@ -250,8 +206,8 @@ class SessionManager(AsyncResource):
         ``session.version``, its timestamps and the new checkpoints' ``seq`` are updated in
         place. Moving the session to ``deleted`` is a ``delete_session``.
         """
-        self._validate_session(session)
-        _check_lease(session.session_id, lease)
+        limits.check_session(session, self.max_payload_bytes)
+        limits.check_lease(session.session_id, lease)
         await self.open()
         pending = session.pending_checkpoints
         head = await self.store.update(session, pending, fence=lease)
@@ -342,12 +298,12 @@ class SessionManager(AsyncResource):
         With ``idempotency_key``, a retry stores nothing and returns the first stored one.
         """
         codec.validate_session_id(session_id)
-        _check_lease(session_id, lease)
-        _check_name(name, "checkpoint name")
+        limits.check_lease(session_id, lease)
+        limits.check_name(name, "checkpoint name")
         if idempotency_key is not None:
-            _check_name(idempotency_key, "idempotency_key")
+            limits.check_name(idempotency_key, "idempotency_key")
         payload = {} if data is None else data
-        self._encode(payload, "checkpoint data")
+        limits.check_payload(payload, "checkpoint data", self.max_payload_bytes)
         await self.open()
         result = await self.store.append_checkpoint(
             session_id,
@@ -368,7 +324,7 @@ class SessionManager(AsyncResource):
     async def heartbeat(self, session_id: str, *, lease: Lease | None = None) -> AgentSession:
         """Record a heartbeat (and renew ``lease`` if given); returns the session head."""
         codec.validate_session_id(session_id)
-        _check_lease(session_id, lease)
+        limits.check_lease(session_id, lease)
         await self.open()
         head = await self.store.heartbeat(session_id, fence=lease)
         await self.coherence.changed(EventKind.HEARTBEAT, head)
@@ -382,8 +338,8 @@ class SessionManager(AsyncResource):
         Returns the session head.
         """
         codec.validate_session_id(session_id)
-        _check_lease(session_id, lease)
-        self._encode(changes, "context changes")
+        limits.check_lease(session_id, lease)
+        limits.check_payload(changes, "context changes", self.max_payload_bytes)
         await self.open()
         head = await self.store.patch_context(session_id, changes, fence=lease)
         await self.coherence.changed(EventKind.CONTEXT, head, {"keys": sorted(changes)})
@@ -399,7 +355,7 @@ class SessionManager(AsyncResource):
     ) -> AgentSession:
         """Move the session to ``state`` if its stored state allows it; returns the head."""
         codec.validate_session_id(session_id)
-        _check_lease(session_id, lease)
+        limits.check_lease(session_id, lease)
         try:
             target = SessionState(state)
         except ValueError:
@@ -407,7 +363,7 @@ class SessionManager(AsyncResource):
         if target is SessionState.DELETED:
             raise ValidationError("use delete_session() to delete a session")
         if reason is not None:
-            _check_name(reason, "reason", allow_empty=True)
+            limits.check_name(reason, "reason", allow_empty=True)
         await self.open()
         head = await self.store.set_state(session_id, target, reason=reason, fence=lease)
         await self.coherence.changed(EventKind.STATE, head, {"reason": reason} if reason else None)
@@ -418,7 +374,7 @@ class SessionManager(AsyncResource):
     ) -> list[SessionCheckpoint]:
         """Page through the whole trail: checkpoints with ``seq > after_seq``, oldest first."""
         codec.validate_session_id(session_id)
-        _check_limit(limit)
+        limits.check_limit(limit)
         await self.open()
         return await self.store.list_checkpoints(session_id, after_seq=after_seq, limit=limit)
 
@@ -432,7 +388,7 @@ class SessionManager(AsyncResource):
         after: str | None = None,
     ) -> list[AgentSession]:
         """Session heads filtered by state (``None``: any live state), ordered by id."""
-        _check_limit(limit)
+        limits.check_limit(limit)
         if after is not None:
             codec.validate_session_id(after)
         try:
@@ -460,8 +416,8 @@ class SessionManager(AsyncResource):
     async def claim(self, session_id: str, owner: str, ttl: timedelta) -> Lease:
         """Take the session's lease; ``LeaseHeld`` while another owner's lease is live."""
         codec.validate_session_id(session_id)
-        _check_name(owner, "owner")
-        _check_ttl(ttl)
+        limits.check_name(owner, "owner")
+        limits.check_ttl(ttl)
         await self.open()
         lease = await self.store.claim(session_id, owner, ttl)
         await self.coherence.lease_changed(EventKind.CLAIMED, [lease])
@@ -474,7 +430,7 @@ class SessionManager(AsyncResource):
         return await self.store.current_lease(session_id)
 
     async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
-        _check_ttl(ttl)
+        limits.check_ttl(ttl)
         await self.open()
         return await self.store.renew(lease, ttl)
 
