@@ -1,7 +1,8 @@
 """The ``agent-core`` command: inspect, clean up and demo a session store.
 
 Every subcommand is an ``async def`` run with ``asyncio.run``; they talk to the store only
-through ``SessionManager``. This module is the only place that reads the environment.
+through ``SessionManager``. This module and ``agent_core.cli_format`` (the helpers it shares
+with the demo, which must not import this module) are the only places that read the environment.
 """
 
 from __future__ import annotations
@@ -16,47 +17,31 @@ import shlex
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent_core.config import ENV_PREFIX, hide_password
+from agent_core.cli_format import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_STORE_URL,
+    format_table,
+    human_age,
+    human_duration,
+    make_manager,
+    store_url,
+    summarize,
+)
 from agent_core.errors import AgentCoreError, SessionNotFound, StoreUnavailable
+from agent_core.factory import ENV_PREFIX, hide_password
+from agent_core.models import AgentSession, SessionCheckpoint, utcnow
 from agent_core.sessions.session_manager import SessionManager
-from agent_core.sessions.session_models import AgentSession, SessionCheckpoint, utcnow
 
-__all__ = ["format_table", "human_age", "main", "parse_duration"]
+__all__ = ["format_table", "human_age", "human_duration", "main", "parse_duration"]
 
-DEFAULT_STORE_URL = "sqlite:///agent-core.db"
-DEFAULT_NAMESPACE = "agent_core"
 _PROG = "agent-core"
 _PAGE = 1000
 
 # --- small helpers -------------------------------------------------------------------------
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain-text table; columns holding only numbers are right-aligned."""
-    cells = [[str(value) for value in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        for i, value in enumerate(row):
-            widths[i] = max(widths[i], len(value))
-    numeric = [
-        bool(rows) and all(isinstance(row[i], int | float) for row in rows)
-        for i in range(len(headers))
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    out = [line(headers), "  ".join("-" * w for w in widths)]
-    out += [line(row) for row in cells]
-    return "\n".join(out)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -101,54 +86,8 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
-def human_duration(delta: timedelta) -> str:
-    """``0.4s``, ``42s``, ``1m30s``, ``2d``: at most the two largest units."""
-    seconds = max(delta.total_seconds(), 0.0)
-    if seconds < 10:
-        return f"{seconds:.1f}".removesuffix(".0") + "s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and len(parts) < 2:
-            count = int(seconds // size)
-            seconds -= count * size
-            parts.append(f"{count}{unit}")
-        elif parts:
-            break
-    return "".join(parts)
-
-
-def human_age(moment: datetime, now: datetime | None = None) -> str:
-    return human_duration((now or utcnow()) - moment)
-
-
-def summarize(data: dict[str, Any], width: int = 60) -> str:
-    """One line of compact JSON, cut to ``width`` characters."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def _dump_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
-# --- options -------------------------------------------------------------------------------
-
-
-def _env(name: str) -> str | None:
-    return os.environ.get(ENV_PREFIX + name) or None
-
-
-def store_url(args: argparse.Namespace) -> str:
-    url: str | None = getattr(args, "store", None)
-    return url or _env("STORE_URL") or DEFAULT_STORE_URL
-
-
-def make_manager(args: argparse.Namespace, url: str | None = None) -> SessionManager:
-    cache: str | None = getattr(args, "cache", None) or _env("CACHE_URL")
-    namespace: str = getattr(args, "namespace", None) or _env("NAMESPACE") or DEFAULT_NAMESPACE
-    return SessionManager.from_url(url or store_url(args), cache_url=cache, namespace=namespace)
 
 
 # --- subcommands ---------------------------------------------------------------------------

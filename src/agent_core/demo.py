@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from agent_core.bus.base import EventKind, SessionEvent
-from agent_core.cli import format_table, human_duration, make_manager, summarize
-from agent_core.config import hide_password
+from agent_core.cli_format import format_table, human_duration, make_manager, summarize
 from agent_core.errors import ConfigurationError, LeaseHeld, LeaseLost, SessionNotFound
+from agent_core.factory import hide_password
+from agent_core.models import AgentSession, Lease, SessionCheckpoint
 from agent_core.sessions.session_manager import SessionManager
-from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint
 
 __all__ = ["run"]
 

@@ -40,21 +40,22 @@ _CACHE_SCHEMES = frozenset({"valkey", "valkeys", "redis", "rediss"})
 
 def hide_password(url: str) -> str:
     """``url`` with its password (in the user info or a ``password=`` query parameter)
-    replaced by ``***``, for logs, errors and reprs."""
+    replaced by ``***``, for logs, errors and reprs; a URL with none comes back unchanged."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return "<unparsable URL>"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret = [key.lower() in ("password", "pass") for key, _ in query]
+    if password is None and not any(secret):
+        return url
     if password is not None:
         host = parts.netloc.rsplit("@", 1)[1]
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if parts.query:
-        query = [
-            (key, "***" if key.lower() in ("password", "pass") else value)
-            for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        parts = parts._replace(query=urlencode(query, safe="*"))
+    if any(secret):
+        hidden = [(k, "***" if s else v) for (k, v), s in zip(query, secret, strict=True)]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
     return urlunsplit(parts)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from typing import Any
 
@@ -20,10 +21,21 @@ __all__ = ["PostgresBus"]
 logger = logging.getLogger(__name__)
 
 
+_CHANNEL_PREFIX = "agent_core_events_"
+
+
 def _channel(namespace: str) -> str:
-    # LISTEN takes an identifier: keep it to characters that need no quoting games.
-    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in namespace)
-    return f"agent_core_events_{safe}"[:63]
+    """The LISTEN/NOTIFY channel of ``namespace``: one channel per namespace, and no sharing.
+
+    Sanitising the namespace into an identifier merged namespaces (``tenant-a`` and ``tenant.a``
+    both became ``tenant_a``), and cutting it to 63 bytes broke long non-ASCII ones: PostgreSQL
+    truncates the identifier of ``LISTEN`` to 63 bytes but not the text given to ``pg_notify``,
+    so the two never met. A SHA-256 prefix (160 bits) of the UTF-8 namespace is collision-free in
+    practice and always a 58-character lowercase ASCII identifier, the same whether quoted (as
+    asyncpg's ``add_listener`` does) or not.
+    """
+    digest = hashlib.sha256(namespace.encode()).hexdigest()[:40]
+    return _CHANNEL_PREFIX + digest
 
 
 class PostgresBus(EventBus):
