@@ -11,6 +11,7 @@ Cache URLs: ``valkey://``, ``valkeys://``, ``redis://``, ``rediss://`` (host, po
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,7 +41,10 @@ _CACHE_SCHEMES = frozenset({"valkey", "valkeys", "redis", "rediss"})
 
 def hide_password(url: str) -> str:
     """``url`` with its password (in the user info or a ``password=`` query parameter)
-    replaced by ``***``, for logs, errors and reprs; a URL with none comes back unchanged."""
+    replaced by ``***``, for logs, errors and reprs; a URL with none comes back unchanged.
+    A libpq keyword DSN (``host=db password=secret``) has its ``password=`` hidden."""
+    if "://" not in url:
+        return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", url)
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -29,10 +29,11 @@ AWKWARD = ["nul\x00", "\x00", "\ufdd0", "\ufdd00", "\ufdd01\x00", "\\u0000", "x\
 
 
 def normal(value: Any) -> Any:
-    """Outcome of a store call with the fields that depend on the wall clock taken out."""
+    """Outcome of a store call with the fields that depend on the store's clock taken out."""
     if isinstance(value, AgentSession):
         out = asdict(value)
-        out.pop("updated_at")
+        for stamp in ("created_at", "updated_at", "last_heartbeat"):
+            out.pop(stamp)
         out["checkpoints"] = [normal(cp) for cp in value.checkpoints]
         return ("session", out)
     if isinstance(value, SessionCheckpoint):
@@ -85,6 +86,7 @@ class World:
         self.ids = [str(uuid.UUID(int=self.rng.getrandbits(128), version=4)) for _ in range(6)]
         self.leases: list[Lease] = []
         self.views: dict[str, AgentSession] = {}
+        self.namespaces = ["ns-a", "ns-b", "\x00ns"]
 
     def op(self, step: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         """One random call: (method name, args, kwargs), the same for both stores."""
@@ -101,7 +103,7 @@ class World:
             SessionCheckpoint(f"cp{step}-{i}", timestamp=at, data=random_object(rng))
             for i in range(rng.randrange(3))
         ]
-        kind = rng.randrange(19)
+        kind = rng.randrange(22)
         if kind == 0:
             session = AgentSession(
                 agent_type=rng.choice(["planner", "coder"]),
@@ -130,7 +132,7 @@ class World:
             key = rng.choice([None, "k1", "k2"])
             return "append_checkpoint", (sid, cp), {"idempotency_key": key, "fence": fence}
         if kind == 6:
-            return "heartbeat", (sid, at), {"fence": fence}
+            return "heartbeat", (sid,), {"fence": fence}
         if kind == 7:
             return "patch_context", (sid, random_object(rng)), {"fence": fence}
         if kind == 8:
@@ -158,11 +160,27 @@ class World:
         if kind == 15:
             return "current_lease", (sid,), {}
         if kind == 16:
-            return "sweep_stale", (self.times[1] - timedelta(hours=1),), {"limit": 1000}
+            # Heartbeats are stamped by each store's own clock: sweep all or none of them.
+            max_age = rng.choice([timedelta(hours=1), timedelta(0)])
+            return "sweep_stale", (max_age,), {"limit": 1000}
         if kind == 17:
-            return "expire_leases", (utcnow(),), {"limit": 1000}
+            return "expire_leases", (), {"limit": 1000}
         if kind == 18 and rng.randrange(4) == 0:
-            return "purge", (), {"session_id": sid}
+            purge_by = rng.choice(
+                [
+                    {"session_id": sid},
+                    {"user_id": rng.choice(["u1", "u2"])},
+                    {"session_id": sid, "user_id": rng.choice(["u1", "u2"])},
+                ]
+            )
+            return "purge", (), purge_by
+        if kind == 19:
+            return "describe", (rng.sample(self.ids, rng.randrange(len(self.ids) + 1)),), {}
+        if kind == 20:
+            return "tier_epoch", (rng.choice(self.namespaces),), {}
+        if kind == 21:
+            namespace = rng.choice([None, *self.namespaces])
+            return "bump_tier_epoch", (namespace,), {"cache_id": rng.choice([None, "c1", "c2"])}
         if kind == 2:
             return "get_version", (sid,), {}
         return "get", (sid,), {"window": window}
@@ -181,7 +199,7 @@ async def check_against_memory(store: SessionStore, seed: int, steps: int = 400)
             # Both handle everything eligible; only the order within the batch may differ.
             outcomes = [(o[0], sorted(o[1], key=repr)) for o in outcomes]
         assert outcomes[0] == outcomes[1], f"step {step}: {name} {args} {kwargs}"
-        sid = args[0] if args and isinstance(args[0], str) else None
+        sid = args[0] if args and args[0] in world.ids else None
         if name == "claim" and outcomes[0][0] == "ok" and sid is not None:
             lease = await store.current_lease(sid)
             if lease is not None:
@@ -197,3 +215,6 @@ async def check_against_memory(store: SessionStore, seed: int, steps: int = 400)
         for name, kwargs in (("get", {"window": 10_000}), ("current_lease", {})):
             final = [await call(getattr(s, name), sid, **kwargs) for s in stores]
             assert final[0] == final[1], f"{name} {sid}"
+    for namespace in world.namespaces:
+        epochs = [await s.tier_epoch(namespace) for s in stores]
+        assert epochs[0] == epochs[1], namespace

@@ -35,12 +35,15 @@ from agent_core.sessions.session_models import (
     SessionState,
     utcnow,
 )
-from agent_core.stores.base import SweptSession
+from agent_core.stores.base import SessionRef, SweptSession
+from agent_core.stores.migrations import load_migrations
 from agent_core.stores.postgres import PostgresStore
 from tests.servers.postgres import ENV_URL, PostgresServer, server_for_tests
 from tests.stores.differential import AWKWARD, check_against_memory
 
 pytestmark = pytest.mark.postgres
+
+MIGRATIONS = load_migrations("postgres")
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -115,14 +118,15 @@ def _session(**overrides: Any) -> AgentSession:
 
 
 async def test_migrate_is_idempotent(store: PostgresStore, pg_dsn: str) -> None:
-    assert await store.migrate() == 1
-    assert await store.migrate() == 1
+    assert await store.migrate() == len(MIGRATIONS)
+    assert await store.migrate() == len(MIGRATIONS)
     conn = await _connect(pg_dsn)
     try:
-        rows = await conn.fetch("SELECT version, name FROM agent_core_schema")
+        rows = await conn.fetch("SELECT version, name FROM agent_core_schema ORDER BY version")
     finally:
         await conn.close()
-    assert [(r["version"], r["name"]) for r in rows] == [(1, "init")]
+    assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in MIGRATIONS]
+    assert [m.name for m in MIGRATIONS][:2] == ["init", "tier_epochs"]
 
 
 async def test_concurrent_migrations_all_succeed(pg_dsn: str) -> None:
@@ -131,7 +135,7 @@ async def test_concurrent_migrations_all_succeed(pg_dsn: str) -> None:
         await s.open()
     try:
         versions = await asyncio.gather(*(s.migrate() for s in stores))
-        assert versions == [1, 1, 1, 1]
+        assert versions == [len(MIGRATIONS)] * 4
         created = await stores[0].create(_session())
         assert created.version == 1
     finally:
@@ -139,7 +143,7 @@ async def test_concurrent_migrations_all_succeed(pg_dsn: str) -> None:
             await s.close()
     conn = await _connect(pg_dsn)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM agent_core_schema") == 1
+        assert await conn.fetchval("SELECT count(*) FROM agent_core_schema") == len(MIGRATIONS)
     finally:
         await conn.close()
 
@@ -185,6 +189,11 @@ _EXPECTED_COLUMNS = {
         "ts": "timestamp with time zone",
         "idempotency_key": "text",
     },
+    "tier_epochs": {
+        "namespace": "text",
+        "epoch": "bigint",
+        "cache_id": "text",
+    },
 }
 
 _EXPECTED_INDEXES = {
@@ -200,6 +209,7 @@ _EXPECTED_INDEXES = {
     "sessions_by_user": "(user_id, session_id)",
     "sessions_stale": "(last_heartbeat) WHERE (state = 'active'::text)",
     "sessions_leases": "(lease_expires_at) WHERE (lease_owner IS NOT NULL)",
+    "tier_epochs_pkey": "(namespace)",
 }
 
 
@@ -237,6 +247,15 @@ async def test_schema_has_expected_tables_and_indexes(store: PostgresStore, pg_d
             "WHERE table_schema = 'public' AND column_name = 'session_id'"
         )
         assert {r["collation_name"] for r in collations} == {"C"}
+        defaults = await conn.fetch(
+            "SELECT column_name, column_default, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = 'tier_epochs'"
+        )
+        assert {r["column_name"]: (r["column_default"], r["is_nullable"]) for r in defaults} == {
+            "namespace": (None, "NO"),
+            "epoch": ("0", "NO"),
+            "cache_id": ("''::text", "NO"),
+        }
         cascade = await conn.fetchval(
             "SELECT confdeltype::text FROM pg_constraint WHERE conrelid = 'checkpoints'::regclass "
             "AND contype = 'f'"
@@ -347,30 +366,43 @@ async def test_reading_a_session_reads_only_its_window(store: PostgresStore, pg_
 # --- concurrency ---------------------------------------------------------------------------
 
 
+async def _plant_heartbeats(dsn: str, session_ids: list[str], age: timedelta) -> None:
+    """Set stored heartbeats ``age`` before the server's now, behind the store's back."""
+    conn = await _connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE sessions SET last_heartbeat = now() - $2::interval"
+            " WHERE session_id = ANY($1::text[])",
+            session_ids,
+            age,
+        )
+    finally:
+        await conn.close()
+
+
 async def test_concurrent_sweepers_never_process_a_session_twice(pg_dsn: str) -> None:
-    now = utcnow()
-    old = now - timedelta(hours=2)
     async with (
         PostgresStore(pg_dsn, min_size=1) as first,
         PostgresStore(pg_dsn, min_size=1, create_schema=False) as second,
     ):
         stale: dict[str, str] = {}
         for i in range(300):
-            head = await first.create(_session(last_heartbeat=old, user_id=f"u{i % 10}"))
+            head = await first.create(_session(user_id=f"u{i % 10}"))
             stale[head.session_id] = head.user_id
-        fresh = [(await first.create(_session(last_heartbeat=now))).session_id for _ in range(20)]
-        paused = await first.create(_session(last_heartbeat=old))
+        fresh = [(await first.create(_session())).session_id for _ in range(20)]
+        paused = await first.create(_session())
         await first.set_state(paused.session_id, SessionState.PAUSED)
+        await _plant_heartbeats(pg_dsn, [*stale, paused.session_id], timedelta(hours=2))
 
         async def sweeper(store: PostgresStore) -> list[str]:
             seen: list[str] = []
             while True:
-                batch = await store.sweep_stale(now - timedelta(hours=1), limit=7)
+                batch = await store.sweep_stale(timedelta(hours=1), limit=7)
                 if not batch:
                     return seen
                 assert len(batch) <= 7
                 for swept in batch:
-                    assert type(swept) is SweptSession
+                    assert type(swept) is SessionRef and SweptSession is SessionRef
                     assert swept.state is SessionState.FAILED
                     assert (swept.version, swept.agent_type) == (2, "researcher")
                     assert swept.user_id == stale[swept.session_id]
@@ -407,7 +439,7 @@ async def test_concurrent_expire_leases_are_disjoint(pg_dsn: str) -> None:
 
         async def expirer(store: PostgresStore) -> list[Lease]:
             out: list[Lease] = []
-            while batch := await store.expire_leases(utcnow(), limit=5):
+            while batch := await store.expire_leases(limit=5):
                 out.extend(batch)
             return out
 
@@ -416,6 +448,60 @@ async def test_concurrent_expire_leases_are_disjoint(pg_dsn: str) -> None:
         assert len(ids) == len(set(ids))
         assert set(ids) == expired
         assert await first.current_lease(live.session_id) is not None
+
+
+async def test_tier_epochs_under_concurrency_from_several_stores(pg_dsn: str) -> None:
+    stores = [PostgresStore(pg_dsn, min_size=1, max_size=4, create_schema=i == 0) for i in range(4)]
+    for s in stores:
+        await s.open()
+    try:
+        # Everyone creates the same rows at once: each sees (0, "").
+        first_reads = await asyncio.gather(
+            *(s.tier_epoch(f"ns-{j}") for s in stores for j in range(10) for _ in range(2))
+        )
+        assert set(first_reads) == {(0, "")}
+        # Bumps of one namespace and of every namespace, from every store at once: none is
+        # lost, and bumps of every row (taking all the row locks) never deadlock.
+        await asyncio.gather(
+            *(
+                s.bump_tier_epoch("ns-0", cache_id=f"s{i}")
+                for i, s in enumerate(stores)
+                for _ in range(25)
+            ),
+            *(s.bump_tier_epoch(None) for s in stores for _ in range(5)),
+            *(s.bump_tier_epoch(f"ns-{j}") for s in stores for j in range(1, 10)),
+        )
+        epochs = [await stores[0].tier_epoch(f"ns-{j}") for j in range(10)]
+        assert epochs[0].epoch == 4 * 25 + 4 * 5
+        assert epochs[0].cache_id in {"s0", "s1", "s2", "s3"}
+        assert [e.epoch for e in epochs[1:]] == [4 + 4 * 5] * 9
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_client_clock_is_never_used(
+    store: PostgresStore, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every utcnow in agent_core 20 minutes slow, stamps still match the server's now()."""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "agent_core" and hasattr(module, "utcnow"):
+            monkeypatch.setattr(module, "utcnow", lambda: utcnow() - timedelta(minutes=20))
+    head = await store.create(_session())
+    beat = await store.heartbeat(head.session_id)
+    conn = await _connect(pg_dsn)
+    try:
+        server_now = await conn.fetchval("SELECT now()")
+        stored = await conn.fetchval(
+            "SELECT last_heartbeat FROM sessions WHERE session_id = $1", head.session_id
+        )
+    finally:
+        await conn.close()
+    assert stored == beat.last_heartbeat
+    assert abs(beat.last_heartbeat - server_now) < timedelta(seconds=1)
+    assert abs(head.created_at - server_now) < timedelta(seconds=1)
 
 
 async def test_concurrent_appends_get_dense_seqs(store: PostgresStore) -> None:
@@ -523,15 +609,24 @@ async def test_strings_postgresql_cannot_hold_round_trip(store: PostgresStore) -
         assert got.checkpoints[0].data == context
         listed = await store.list_sessions(state=None, agent_type=text, user_id=text)
         assert [s.session_id for s in listed] == [head.session_id]
-        assert await store.purge(user_id=text) == 1
-        stale = await store.create(
-            _session(agent_type=text, user_id=text, last_heartbeat=utcnow() - timedelta(hours=1))
-        )
-        swept = await store.sweep_stale(utcnow(), limit=10)
-        assert swept == [
-            SweptSession(stale.session_id, 2, text, text, SessionState.FAILED),
+        assert await store.purge(user_id=text) == [
+            SessionRef(head.session_id, 4, text, text, SessionState.FAILED)
         ]
-        assert await store.purge(user_id=text) == 1
+        stale = await store.create(_session(agent_type=text, user_id=text))
+        assert await store.describe([stale.session_id]) == [
+            SessionRef(stale.session_id, 1, text, text, SessionState.ACTIVE)
+        ]
+        await asyncio.sleep(0.002)
+        swept = await store.sweep_stale(timedelta(0), limit=10)
+        assert swept == [SessionRef(stale.session_id, 2, text, text, SessionState.FAILED)]
+        assert await store.delete(stale.session_id) == SessionRef(
+            stale.session_id, 3, text, text, SessionState.DELETED
+        )
+        assert await store.purge(user_id=text) == [
+            SessionRef(stale.session_id, 3, text, text, SessionState.DELETED)
+        ]
+        await store.bump_tier_epoch(text, cache_id=text)
+        assert await store.tier_epoch(text) == (1, text)
 
 
 async def test_extreme_arguments_behave_like_memory(store: PostgresStore) -> None:
@@ -549,8 +644,11 @@ async def test_extreme_arguments_behave_like_memory(store: PostgresStore) -> Non
     ):
         listed = await store.list_checkpoints(head.session_id, after_seq=after_seq, limit=limit)
         assert [cp.seq for cp in listed] == seqs
-    assert await store.sweep_stale(utcnow(), limit=0) == []
-    assert await store.expire_leases(utcnow(), limit=-1) == []
+    assert await store.sweep_stale(timedelta(0), limit=0) == []
+    assert await store.sweep_stale(timedelta.max, limit=10) == []
+    assert await store.sweep_stale(timedelta.min, limit=0) == []
+    assert await store.expire_leases(limit=-1) == []
+    assert await store.describe([]) == []
     assert await store.list_sessions(state=SessionState.DELETED) == []
     assert [s.session_id for s in await store.list_sessions(limit=2**70)] == [head.session_id]
 
@@ -624,14 +722,17 @@ def _operations(store: PostgresStore, sid: str) -> dict[str, Callable[[], Any]]:
         "append-idem": lambda: store.append_checkpoint(
             sid, SessionCheckpoint("x"), idempotency_key="idem"
         ),
-        "heartbeat": lambda: store.heartbeat(sid, utcnow()),
+        "heartbeat": lambda: store.heartbeat(sid),
         "patch": lambda: store.patch_context(sid, {"a": 1}),
         "set_state": lambda: store.set_state(sid, SessionState.PAUSED),
         "claim": lambda: store.claim(sid, "w", timedelta(seconds=30)),
-        "sweep": lambda: store.sweep_stale(utcnow(), limit=10),
-        "expire": lambda: store.expire_leases(utcnow(), limit=10),
+        "sweep": lambda: store.sweep_stale(timedelta(hours=1), limit=10),
+        "expire": lambda: store.expire_leases(limit=10),
         "delete": lambda: store.delete(sid),
         "purge": lambda: store.purge(user_id="nobody"),
+        "describe": lambda: store.describe([sid]),
+        "tier_epoch": lambda: store.tier_epoch("ns"),
+        "bump_tier_epoch": lambda: store.bump_tier_epoch("ns"),
         "get": lambda: store.get(sid, window=5),
         "list": lambda: store.list_sessions(),
     }

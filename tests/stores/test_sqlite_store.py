@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import os
@@ -23,7 +24,7 @@ import pytest
 import agent_core
 from agent_core.errors import NotOpenError, SessionNotFound, StoreUnavailable
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint, SessionState
-from agent_core.stores.base import SweptSession
+from agent_core.stores.base import SessionRef
 from agent_core.stores.migrations import load_migrations
 from agent_core.stores.sqlite import SQLiteStore
 from tests.stores.differential import check_against_memory
@@ -86,19 +87,19 @@ async def test_data_survives_reopening(tmp_path: Path) -> None:
 
 async def test_timestamps_round_trip_as_aware_utc_with_microseconds(store: SQLiteStore) -> None:
     plus_two = timezone(timedelta(hours=2))
-    created = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=plus_two)
+    stamp = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=plus_two)
     beat = datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-    session = new_session(created_at=created, last_heartbeat=beat)
-    session.checkpoints.append(SessionCheckpoint("first", timestamp=created))
-    await store.create(session)
+    session = new_session(created_at=stamp, last_heartbeat=beat)
+    session.checkpoints.append(SessionCheckpoint("first", timestamp=stamp))
+    head = await store.create(session)
     got = await store.get(session.session_id, window=1)
     assert got is not None
-    assert got.created_at == created
-    assert got.created_at.tzinfo is UTC
-    assert got.created_at.microsecond == 123456
-    assert got.last_heartbeat == beat
-    assert got.checkpoints[0].timestamp == created
+    # The head's stamps are the store's; checkpoint timestamps are kept as given.
+    assert (got.created_at, got.last_heartbeat) == (head.created_at, head.last_heartbeat)
+    assert got.created_at.tzinfo is UTC and got.last_heartbeat.tzinfo is UTC
+    assert got.checkpoints[0].timestamp == stamp
     assert got.checkpoints[0].timestamp.tzinfo is UTC
+    assert got.checkpoints[0].timestamp.microsecond == 123456
 
 
 async def test_use_before_open_or_after_close_raises_not_open(tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ async def test_locked_database_maps_to_store_unavailable(tmp_path: Path) -> None
                 await store.append_checkpoint(session.session_id, SessionCheckpoint("blocked"))
             assert not caught.value.maybe_committed
             with pytest.raises(StoreUnavailable):
-                await store.heartbeat(session.session_id, datetime.now(UTC))
+                await store.heartbeat(session.session_id)
             # WAL readers are not blocked by the writer.
             assert await store.get_version(session.session_id) == 1
             holder.execute("ROLLBACK")
@@ -331,10 +332,14 @@ async def test_reads_and_appends_never_scan(store: SQLiteStore) -> None:
     await store.list_sessions(user_id="u1")
     await store.list_sessions(agent_type="test", after=sid)
     await store.list_sessions(state=SessionState.PAUSED)
-    await store.sweep_stale(datetime.now(UTC) - timedelta(hours=1), limit=10)
-    await store.expire_leases(datetime.now(UTC), limit=10)
-    await store.heartbeat(sid, datetime.now(UTC), fence=lease)
+    await store.sweep_stale(timedelta(hours=1), limit=10)
+    await store.expire_leases(limit=10)
+    await store.heartbeat(sid, fence=lease)
     await store.purge(user_id="nobody")
+    await store.purge(session_id=sid, user_id="nobody")
+    await store.describe([sid, "00000000-0000-0000-0000-000000000000"])
+    await store.tier_epoch("ns")
+    await store.bump_tier_epoch("ns", cache_id="c")
     await worker.submit(partial(conn.set_trace_callback, None))
 
     queries = [
@@ -457,7 +462,7 @@ async def test_get_returns_what_the_row_by_row_reads_return(either_path: SQLiteS
 async def test_deleted_session_is_not_returned(either_path: SQLiteStore) -> None:
     store = either_path
     head = await store.create(new_session(checkpoints=[SessionCheckpoint("c")]))
-    assert await store.delete(head.session_id)
+    assert await store.delete(head.session_id) is not None
     assert await store.get(head.session_id, window=5) is None
     assert await store.get(head.session_id, window=0) is None
 
@@ -496,26 +501,36 @@ async def test_without_json_functions_get_is_one_snapshot(tmp_path: Path) -> Non
 # --- sweep_stale ------------------------------------------------------------------------------
 
 
+def plant_heartbeat(path: Path, session_id: str, age: timedelta) -> None:
+    """Set a stored heartbeat ``age`` in the past, behind the store's back (SQLite keeps
+    microseconds since the epoch)."""
+    when = (datetime.now(UTC) - age - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(
+            "UPDATE sessions SET last_heartbeat = ? WHERE session_id = ?", (when, session_id)
+        )
+
+
 async def test_sweep_returns_swept_sessions_and_amends_the_context(
-    either_path: SQLiteStore,
+    either_path: SQLiteStore, tmp_path: Path
 ) -> None:
     store = either_path
-    old = datetime.now(UTC) - timedelta(hours=2)
     contexts: list[dict[str, Any]] = [
         {},
         {"a": 1, "failure_reason": "earlier", "z": [1.5, None, "\x00"]},
         {"nested": {"failure_reason": 1}, "s": 'é😀\u2028"\\'},
     ]
     stale = [
-        await store.create(new_session(last_heartbeat=old, context=c, user_id=f"u{i}"))
-        for i, c in enumerate(contexts)
+        await store.create(new_session(context=c, user_id=f"u{i}")) for i, c in enumerate(contexts)
     ]
     fresh = await store.create(new_session())
-    await store.heartbeat(stale[0].session_id, old)  # version 2
-    swept = await store.sweep_stale(datetime.now(UTC) - timedelta(hours=1), limit=10)
-    assert all(type(s) is SweptSession for s in swept)
+    await store.heartbeat(stale[0].session_id)  # version 2
+    for head in stale:
+        plant_heartbeat(tmp_path / "store.db", head.session_id, timedelta(hours=2))
+    swept = await store.sweep_stale(timedelta(hours=1), limit=10)
+    assert all(type(s) is SessionRef for s in swept)
     assert sorted(swept) == sorted(
-        SweptSession(head.session_id, 3 if i == 0 else 2, "test", f"u{i}", SessionState.FAILED)
+        SessionRef(head.session_id, 3 if i == 0 else 2, "test", f"u{i}", SessionState.FAILED)
         for i, head in enumerate(stale)
     )
     for head, context in zip(stale, contexts, strict=True):
@@ -526,19 +541,142 @@ async def test_sweep_returns_swept_sessions_and_amends_the_context(
         assert list(got.context) == list(expected)  # an existing key keeps its place
     kept = await store.get(fresh.session_id, window=0)
     assert kept is not None and kept.state is SessionState.ACTIVE and kept.version == 1
-    assert await store.sweep_stale(datetime.now(UTC), limit=0) == []
+    assert await store.sweep_stale(timedelta(0), limit=0) == []
 
 
-async def test_sweep_respects_the_limit_oldest_first(store: SQLiteStore) -> None:
-    now = datetime.now(UTC)
-    heads = [
-        await store.create(new_session(last_heartbeat=now - timedelta(hours=10 - i)))
-        for i in range(5)
-    ]
-    first = await store.sweep_stale(now, limit=2)
+async def test_sweep_respects_the_limit_oldest_first(store: SQLiteStore, tmp_path: Path) -> None:
+    heads = [await store.create(new_session()) for _ in range(5)]
+    for i, head in enumerate(heads):
+        plant_heartbeat(tmp_path / "store.db", head.session_id, timedelta(hours=10 - i))
+    first = await store.sweep_stale(timedelta(hours=1), limit=2)
     assert [s.session_id for s in first] == [h.session_id for h in heads[:2]]
-    rest = await store.sweep_stale(now, limit=10)
+    rest = await store.sweep_stale(timedelta(hours=1), limit=10)
     assert [s.session_id for s in rest] == [h.session_id for h in heads[2:]]
+
+
+# --- erasure ---------------------------------------------------------------------------------
+
+
+def _file_bytes(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+async def test_purge_erases_the_content_from_the_files(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    wal = tmp_path / "store.db-wal"
+    in_context = b"context-secret-7f3a9c"
+    in_checkpoint = b"checkpoint-secret-51e0d2"
+    async with SQLiteStore(path) as store:
+        kept = await store.create(new_session(user_id="other", context={"k": "kept"}))
+        # Large values, so overflow pages are freed too, and several row images of each.
+        big = in_context.decode() * 400
+        session = new_session(
+            context={"secret": big},
+            checkpoints=[SessionCheckpoint("first", data={"s": in_checkpoint.decode() * 300})],
+        )
+        head = await store.create(session)
+        sid = head.session_id
+        worker, conn = store._worker, store._conn
+        assert worker is not None and conn is not None
+        # Part of the content in the database file, part only in the WAL.
+        await worker.submit(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        await store.patch_context(sid, {"more": big})
+        await store.append_checkpoint(sid, SessionCheckpoint("c", data={"s": "x" + big}))
+        await store.append_checkpoint(
+            sid, SessionCheckpoint("d", data={"s": in_checkpoint.decode()})
+        )
+        before = _file_bytes(path) + _file_bytes(wal)
+        assert in_context in before and in_checkpoint in before
+
+        refs = await store.purge(session_id=sid)
+        assert [r.session_id for r in refs] == [sid]
+        for stored in (path, wal):
+            data = _file_bytes(stored)
+            assert in_context not in data, stored.name
+            assert in_checkpoint not in data, stored.name
+
+        # The store goes on working, and what was not purged is intact.
+        got = await store.get(kept.session_id, window=1)
+        assert got is not None and got.context == {"k": "kept"}
+        await store.append_checkpoint(kept.session_id, SessionCheckpoint("after"))
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_secure_delete_is_on(store: SQLiteStore) -> None:
+    worker, conn = store._worker, store._conn
+    assert worker is not None and conn is not None
+    assert await worker.submit(lambda: conn.execute("PRAGMA secure_delete").fetchone()[0]) == 1
+
+
+# --- one clock: the store's ------------------------------------------------------------------
+
+SLOW_CLIENT = """
+    import asyncio, sys
+    from datetime import timedelta
+    import agent_core, agent_core.sessions.session_models as models
+    from agent_core.stores.sqlite import SQLiteStore
+
+    # Every utcnow in agent_core runs 20 minutes slow in this process.
+    real = models.utcnow
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "agent_core" and hasattr(module, "utcnow"):
+            module.utcnow = lambda: real() - timedelta(minutes=20)
+
+    async def main(path, session_id):
+        async with SQLiteStore(path) as store:
+            await store.heartbeat(session_id)
+            lease = await store.claim(session_id, "slow", timedelta(minutes=5))
+            print(lease.expires_at.isoformat())
+
+    asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_client_with_a_slow_clock_stamps_with_the_store_clock(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    head = await store.create(new_session())
+    plant_heartbeat(tmp_path / "store.db", head.session_id, timedelta(hours=1))
+    out = await run_python(SLOW_CLIENT, str(tmp_path / "store.db"), head.session_id)
+    now = datetime.now(UTC)
+    expires = datetime.fromisoformat(out.strip())
+    assert abs(expires - (now + timedelta(minutes=5))) < timedelta(seconds=5)
+    got = await store.get(head.session_id, window=0)
+    assert got is not None and abs(got.last_heartbeat - now) < timedelta(seconds=5)
+    # Neither stale by the store's clock nor expired: a slow client clock changes nothing.
+    assert await store.sweep_stale(timedelta(minutes=10), limit=10) == []
+    assert await store.expire_leases(limit=10) == []
+    assert await store.current_lease(head.session_id) is not None
+
+
+# --- tier epochs -----------------------------------------------------------------------------
+
+EPOCH_BUMPER = """
+    import asyncio, sys
+    from agent_core.stores.sqlite import SQLiteStore
+
+    async def main(path, tag):
+        async with SQLiteStore(path, create_schema=False) as store:
+            for i in range(50):
+                await store.bump_tier_epoch("shared", cache_id=tag)
+                await store.bump_tier_epoch(None)
+                await store.tier_epoch(f"{tag}-{i % 5}")
+
+    asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_tier_epoch_bumps_from_several_processes_are_never_lost(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    assert await store.tier_epoch("shared") == (0, "")
+    await asyncio.gather(
+        *(run_python(EPOCH_BUMPER, str(tmp_path / "store.db"), tag) for tag in ("a", "b"))
+    )
+    epoch, cache_id = await store.tier_epoch("shared")
+    assert epoch == 200  # 2 processes x 50 x (one bump of "shared" + one bump of every row)
+    assert cache_id in ("a", "b")
 
 
 # --- the store's thread -----------------------------------------------------------------------

@@ -22,6 +22,15 @@ Rules every implementation follows:
 * Session rows returned by write methods are *heads*: every field is current, but
   ``checkpoints`` is empty (``checkpoint_count`` is set). Reads that return a session fill
   ``checkpoints`` with at most ``window`` most recent checkpoints, oldest first.
+* One clock: every instant the store stamps or compares (``created_at``, ``updated_at`` and
+  ``last_heartbeat`` of heads, lease expiry, fence liveness, the stale-sweep cutoff) comes from
+  the *store's* clock, never the caller's: PostgreSQL's ``now()``, or for SQLite and memory
+  the OS clock read by the store module itself. Processes whose clocks disagree therefore
+  agree on staleness and expiry. Only checkpoint timestamps are stored as the caller gave them.
+* Events need identities: ``delete``, ``purge``, ``sweep_stale`` and ``describe`` report each
+  session they touch as a ``SessionRef`` (id, version, agent type, user, state; no context).
+* Tier epochs are a per-namespace counter (with the id of the cache that last bumped it) that
+  lets a shared cache invalidate every entry of a namespace at once.
 * Cost: appending a checkpoint and reading a session are O(1) in the length of the trail.
 """
 
@@ -30,13 +39,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 
-__all__ = ["AppendResult", "SessionStore", "SweptSession"]
+__all__ = ["AppendResult", "SessionRef", "SessionStore", "SweptSession", "TierEpoch"]
 
 
 @dataclass(frozen=True)
@@ -49,11 +58,12 @@ class AppendResult:
     """False when an idempotency key matched an earlier append: nothing new was stored."""
 
 
-class SweptSession(NamedTuple):
-    """A session ``sweep_stale`` failed: what telling caches and listeners about it takes.
+class SessionRef(NamedTuple):
+    """A session's identity at one version: what telling caches and listeners about a change
+    takes, without reading the context back.
 
-    ``version`` is the session's version after the sweep and ``state`` its new state
-    (``failed``); the context is not read back.
+    ``version`` and ``state`` are the session's after the write that reported it (for
+    ``purge``: the last ones before removal).
     """
 
     session_id: str
@@ -63,8 +73,35 @@ class SweptSession(NamedTuple):
     state: SessionState
 
 
+SweptSession = SessionRef
+"""The former name of ``SessionRef``."""
+
+
+class TierEpoch(NamedTuple):
+    """A namespace's tier epoch: a counter every bump raises, and the id of the cache that
+    set it last (``""`` when none did)."""
+
+    epoch: int
+    cache_id: str
+
+
+# Ages beyond this are clamped: "older than a thousand years" already means nothing (or, for
+# a negative age, everything), and the cutoff stays inside every backend's timestamp range.
+_AGE_LIMIT = timedelta(days=365_250)
+
+
+def bound_age(max_age: timedelta) -> timedelta:
+    """``max_age`` clamped to plus or minus a thousand years, so that ``now - max_age`` is a
+    valid timestamp in every backend."""
+    return min(max(max_age, -_AGE_LIMIT), _AGE_LIMIT)
+
+
 class SessionStore(AsyncResource, ABC):
     """Durable storage of sessions, their checkpoint trail and their leases."""
+
+    in_process: bool = False
+    """True when the data lives in this process only (an in-process cache tier would only
+    cost memory in front of it)."""
 
     url: str = ""
     """The store's URL with any password hidden (for logs and ``repr``)."""
@@ -95,7 +132,10 @@ class SessionStore(AsyncResource, ABC):
     async def create(self, session: AgentSession) -> AgentSession:
         """Insert ``session`` with version 1 and its checkpoints as seq 1..n.
 
-        Returns the stored head. Raises ``ConflictError`` if the id exists (even deleted).
+        ``created_at``, ``updated_at`` and ``last_heartbeat`` are stamped with the store's
+        clock (the values on ``session`` are ignored; checkpoint timestamps are kept). Returns
+        the stored head, whose stamps the caller copies back. Raises ``ConflictError`` if the
+        id exists (even deleted).
         """
 
     @abstractmethod
@@ -114,8 +154,12 @@ class SessionStore(AsyncResource, ABC):
         *,
         fence: Lease | None = None,
     ) -> AgentSession:
-        """Compare-and-set: store ``session``'s state, context, metadata and heartbeat, and
-        append ``new_checkpoints``, if the stored version still equals ``session.version``.
+        """Compare-and-set: store ``session``'s state, context and metadata, and append
+        ``new_checkpoints``, if the stored version still equals ``session.version``.
+
+        ``last_heartbeat`` and ``updated_at`` are stamped with the store's clock
+        (``session.last_heartbeat`` is ignored). Moving the session to ``deleted`` also clears
+        its lease, as ``delete`` does.
 
         Raises ``ConflictError`` when the stored version differs, ``SessionNotFound`` when the
         session does not exist or is deleted, ``InvalidTransition`` when the stored state may
@@ -139,11 +183,9 @@ class SessionStore(AsyncResource, ABC):
         """
 
     @abstractmethod
-    async def heartbeat(
-        self, session_id: str, at: datetime, *, fence: Lease | None = None
-    ) -> AgentSession:
-        """Set ``last_heartbeat`` to ``at``. With a live fence, also extend that lease by the
-        ttl it was last granted for, counted from ``at``."""
+    async def heartbeat(self, session_id: str, *, fence: Lease | None = None) -> AgentSession:
+        """Set ``last_heartbeat`` to the store's now. With a live fence, also extend that lease
+        by the ttl it was last granted for, counted from that same now. Returns the head."""
 
     @abstractmethod
     async def patch_context(
@@ -163,15 +205,30 @@ class SessionStore(AsyncResource, ABC):
     ) -> AgentSession:
         """Move the session to ``state`` if the transition is allowed from its stored state,
         else raise ``InvalidTransition``. A ``reason`` is kept as ``context["failure_reason"]``
-        when the new state is ``failed``."""
+        when the new state is ``failed``; moving to ``deleted`` clears the lease, as ``delete``
+        does."""
 
     @abstractmethod
-    async def delete(self, session_id: str) -> bool:
-        """Soft delete: True if a live session became deleted, False if none was live."""
+    async def delete(self, session_id: str) -> SessionRef | None:
+        """Soft delete, which also clears the lease. Returns the session's ref after the delete
+        (state ``deleted``, its new version), or ``None`` if no live session had the id."""
 
     @abstractmethod
-    async def purge(self, *, session_id: str | None = None, user_id: str | None = None) -> int:
-        """Remove sessions and their checkpoints for good (any state); return how many."""
+    async def purge(
+        self, *, session_id: str | None = None, user_id: str | None = None
+    ) -> list[SessionRef]:
+        """Remove sessions and their checkpoints for good (any state, deleted included).
+
+        Matches the sessions with ``session_id`` and/or of ``user_id`` (with both, only a
+        session matching both; with neither, none). Returns exactly the sessions removed,
+        ordered by id, each with its last version and state before removal. Erases the content:
+        a backend that keeps files scrubs the removed data from them (free pages and logs too).
+        """
+
+    @abstractmethod
+    async def describe(self, session_ids: Sequence[str]) -> list[SessionRef]:
+        """The refs of the live (not deleted) sessions among ``session_ids``, ordered by id,
+        each once; unknown ids are left out. One read."""
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -200,17 +257,19 @@ class SessionStore(AsyncResource, ABC):
     # --- liveness --------------------------------------------------------------------------
 
     @abstractmethod
-    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[SweptSession]:
-        """Mark at most ``limit`` active sessions whose heartbeat is older than ``cutoff`` as
-        failed (``context["failure_reason"] = "heartbeat_timeout"``) and return them, each as
-        a ``SweptSession`` (its id, new version, agent type, user and state; no context).
+    async def sweep_stale(self, max_age: timedelta, *, limit: int) -> list[SessionRef]:
+        """Mark at most ``limit`` active sessions whose heartbeat is older than ``max_age`` (the
+        cutoff is the store's now minus ``max_age``), oldest first, as failed
+        (``context["failure_reason"] = "heartbeat_timeout"``) and return them, each as a
+        ``SessionRef`` (its id, new version, agent type, user and state ``failed``).
 
         One short transaction; concurrent sweepers never process the same session twice.
         """
 
     @abstractmethod
     async def claim(self, session_id: str, owner: str, ttl: timedelta) -> Lease:
-        """Take the session's lease for ``ttl`` with a new, larger fencing token.
+        """Take the session's lease for ``ttl`` (from the store's now) with a new, larger
+        fencing token.
 
         Raises ``LeaseHeld`` while another owner's lease is live (the same owner re-claiming
         gets a new token), ``SessionNotFound`` for an unknown or deleted session.
@@ -218,16 +277,36 @@ class SessionStore(AsyncResource, ABC):
 
     @abstractmethod
     async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
-        """Extend a live ``lease`` to now + ``ttl``; ``LeaseLost`` if it is not live."""
+        """Extend a live ``lease`` to the store's now + ``ttl``; ``LeaseLost`` if it is not
+        live."""
 
     @abstractmethod
     async def release(self, lease: Lease) -> None:
         """Give a live lease up so anyone may claim at once; ``LeaseLost`` if it is not live."""
 
     @abstractmethod
-    async def expire_leases(self, now: datetime, *, limit: int) -> list[Lease]:
-        """Clear at most ``limit`` leases that expired before ``now`` and return them."""
+    async def expire_leases(self, *, limit: int) -> list[Lease]:
+        """Clear at most ``limit`` leases that have expired by the store's now (earliest first)
+        and return them as they were. One short transaction; concurrent callers never return
+        the same lease."""
 
     @abstractmethod
     async def current_lease(self, session_id: str) -> Lease | None:
         """The live lease on the session, or ``None``."""
+
+    # --- tier epochs -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def tier_epoch(self, namespace: str) -> TierEpoch:
+        """The tier epoch of ``namespace``; a missing one is created as ``(0, "")`` (safe when
+        several processes create it at once)."""
+
+    @abstractmethod
+    async def bump_tier_epoch(
+        self, namespace: str | None = None, *, cache_id: str | None = None
+    ) -> None:
+        """Raise the epoch of ``namespace`` by one (creating it first if missing), or of every
+        existing namespace when ``namespace`` is ``None``; with a ``cache_id`` also set that.
+
+        One short transaction; concurrent bumps are never lost.
+        """

@@ -9,21 +9,26 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent_core.codec import merge_patch
 from agent_core.errors import ConflictError, LeaseHeld, LeaseLost, NotOpenError, SessionNotFound
-from agent_core.sessions.session_models import (
-    AgentSession,
-    Lease,
-    SessionCheckpoint,
-    SessionState,
-    utcnow,
+from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
+from agent_core.stores.base import (
+    AppendResult,
+    SessionRef,
+    SessionStore,
+    TierEpoch,
+    bound_age,
 )
-from agent_core.stores.base import AppendResult, SessionStore, SweptSession
 
 __all__ = ["MemoryStore"]
+
+
+def _now() -> datetime:
+    """The store's clock: the OS clock, whatever clock the callers use."""
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -43,12 +48,22 @@ class _Row:
             and self.lease_expires_at > now
         )
 
+    def clear_lease(self) -> None:
+        self.lease_owner = None
+        self.lease_expires_at = None
+
+    def ref(self) -> SessionRef:
+        head = self.head
+        return SessionRef(head.session_id, head.version, head.agent_type, head.user_id, head.state)
+
 
 class MemoryStore(SessionStore):
     url = "memory://"
+    in_process = True
 
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
+        self._epochs: dict[str, TierEpoch] = {}
         self._open = False
 
     async def open(self) -> None:
@@ -108,9 +123,15 @@ class MemoryStore(SessionStore):
         self._check_open()
         if session.session_id in self._rows:
             raise ConflictError(f"session {session.session_id} already exists")
-        now = utcnow()
+        now = _now()
         head = replace(
-            copy.deepcopy(session), checkpoints=[], version=1, checkpoint_count=0, updated_at=now
+            copy.deepcopy(session),
+            checkpoints=[],
+            version=1,
+            checkpoint_count=0,
+            created_at=now,
+            updated_at=now,
+            last_heartbeat=now,
         )
         row = _Row(head=head)
         for cp in session.checkpoints:
@@ -142,7 +163,7 @@ class MemoryStore(SessionStore):
         fence: Lease | None = None,
     ) -> AgentSession:
         row = self._live(session.session_id)
-        now = utcnow()
+        now = _now()
         self._check_fence(row, fence, now)
         if row.head.version != session.version:
             raise ConflictError(
@@ -154,7 +175,9 @@ class MemoryStore(SessionStore):
         row.head.state = session.state
         row.head.context = copy.deepcopy(session.context)
         row.head.metadata = copy.deepcopy(session.metadata)
-        row.head.last_heartbeat = session.last_heartbeat
+        row.head.last_heartbeat = now
+        if session.state is SessionState.DELETED:
+            row.clear_lease()
         for cp in new_checkpoints:
             self._store_checkpoint(row, cp)
         self._bump(row, now)
@@ -169,7 +192,7 @@ class MemoryStore(SessionStore):
         fence: Lease | None = None,
     ) -> AppendResult:
         row = self._live(session_id)
-        now = utcnow()
+        now = _now()
         self._check_fence(row, fence, now)
         if idempotency_key is not None and idempotency_key in row.idempotency:
             seq = row.idempotency[idempotency_key]
@@ -180,22 +203,21 @@ class MemoryStore(SessionStore):
         self._bump(row, now)
         return AppendResult(stored, self._head(row), created=True)
 
-    async def heartbeat(
-        self, session_id: str, at: datetime, *, fence: Lease | None = None
-    ) -> AgentSession:
+    async def heartbeat(self, session_id: str, *, fence: Lease | None = None) -> AgentSession:
         row = self._live(session_id)
-        self._check_fence(row, fence, at)
-        row.head.last_heartbeat = at
+        now = _now()
+        self._check_fence(row, fence, now)
+        row.head.last_heartbeat = now
         if fence is not None and row.lease_ttl is not None:
-            row.lease_expires_at = at + row.lease_ttl
-        self._bump(row, utcnow())
+            row.lease_expires_at = now + row.lease_ttl
+        self._bump(row, now)
         return self._head(row)
 
     async def patch_context(
         self, session_id: str, changes: dict[str, Any], *, fence: Lease | None = None
     ) -> AgentSession:
         row = self._live(session_id)
-        now = utcnow()
+        now = _now()
         self._check_fence(row, fence, now)
         row.head.context = merge_patch(row.head.context, copy.deepcopy(changes))
         self._bump(row, now)
@@ -210,38 +232,49 @@ class MemoryStore(SessionStore):
         fence: Lease | None = None,
     ) -> AgentSession:
         row = self._live(session_id)
-        now = utcnow()
+        now = _now()
         self._check_fence(row, fence, now)
         row.head.state.check_transition(state)
         row.head.state = state
         if state is SessionState.FAILED and reason is not None:
             row.head.context = {**row.head.context, "failure_reason": reason}
+        if state is SessionState.DELETED:
+            row.clear_lease()
         self._bump(row, now)
         return self._head(row)
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str) -> SessionRef | None:
         self._check_open()
         row = self._rows.get(session_id)
         if row is None or row.head.state is SessionState.DELETED:
-            return False
+            return None
         row.head.state = SessionState.DELETED
-        row.lease_owner = None
-        self._bump(row, utcnow())
-        return True
+        row.clear_lease()
+        self._bump(row, _now())
+        return row.ref()
 
-    async def purge(self, *, session_id: str | None = None, user_id: str | None = None) -> int:
+    async def purge(
+        self, *, session_id: str | None = None, user_id: str | None = None
+    ) -> list[SessionRef]:
         self._check_open()
         if session_id is None and user_id is None:
-            return 0
-        doomed = [
+            return []
+        doomed = sorted(
             sid
             for sid, row in self._rows.items()
             if (session_id is None or sid == session_id)
             and (user_id is None or row.head.user_id == user_id)
-        ]
-        for sid in doomed:
-            del self._rows[sid]
-        return len(doomed)
+        )
+        return [self._rows.pop(sid).ref() for sid in doomed]
+
+    async def describe(self, session_ids: Sequence[str]) -> list[SessionRef]:
+        self._check_open()
+        out = []
+        for sid in sorted(set(session_ids)):
+            row = self._rows.get(sid)
+            if row is not None and row.head.state is not SessionState.DELETED:
+                out.append(row.ref())
+        return out
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -283,28 +316,30 @@ class MemoryStore(SessionStore):
 
     # --- liveness --------------------------------------------------------------------------
 
-    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[SweptSession]:
+    async def sweep_stale(self, max_age: timedelta, *, limit: int) -> list[SessionRef]:
         self._check_open()
-        now = utcnow()
-        out: list[SweptSession] = []
-        for row in self._rows.values():
-            if len(out) >= limit:
-                break
+        now = _now()
+        cutoff = now - bound_age(max_age)
+        stale = sorted(
+            (
+                row
+                for row in self._rows.values()
+                if row.head.state is SessionState.ACTIVE and row.head.last_heartbeat < cutoff
+            ),
+            key=lambda row: row.head.last_heartbeat,
+        )
+        out: list[SessionRef] = []
+        for row in stale[: max(limit, 0)]:
             head = row.head
-            if head.state is SessionState.ACTIVE and head.last_heartbeat < cutoff:
-                head.state = SessionState.FAILED
-                head.context = {**head.context, "failure_reason": "heartbeat_timeout"}
-                self._bump(row, now)
-                out.append(
-                    SweptSession(
-                        head.session_id, head.version, head.agent_type, head.user_id, head.state
-                    )
-                )
+            head.state = SessionState.FAILED
+            head.context = {**head.context, "failure_reason": "heartbeat_timeout"}
+            self._bump(row, now)
+            out.append(row.ref())
         return out
 
     async def claim(self, session_id: str, owner: str, ttl: timedelta) -> Lease:
         row = self._live(session_id)
-        now = utcnow()
+        now = _now()
         if row.lease_is_live(now) and row.lease_owner != owner:
             raise LeaseHeld(f"session {session_id} is leased to {row.lease_owner!r}")
         row.lease_token += 1
@@ -315,7 +350,7 @@ class MemoryStore(SessionStore):
 
     async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
         row = self._live(lease.session_id)
-        now = utcnow()
+        now = _now()
         self._check_fence(row, lease, now)
         row.lease_expires_at = now + ttl
         row.lease_ttl = ttl
@@ -323,29 +358,44 @@ class MemoryStore(SessionStore):
 
     async def release(self, lease: Lease) -> None:
         row = self._live(lease.session_id)
-        self._check_fence(row, lease, utcnow())
-        row.lease_owner = None
-        row.lease_expires_at = None
+        self._check_fence(row, lease, _now())
+        row.clear_lease()
 
-    async def expire_leases(self, now: datetime, *, limit: int) -> list[Lease]:
+    async def expire_leases(self, *, limit: int) -> list[Lease]:
         self._check_open()
-        out: list[Any] = []
-        for sid, row in self._rows.items():
-            if len(out) >= limit:
-                break
-            if (
-                row.lease_owner is not None
+        now = _now()
+        expired = sorted(
+            (
+                Lease(sid, row.lease_owner, row.lease_token, row.lease_expires_at)
+                for sid, row in self._rows.items()
+                if row.lease_owner is not None
                 and row.lease_expires_at is not None
                 and row.lease_expires_at <= now
-            ):
-                out.append(Lease(sid, row.lease_owner, row.lease_token, row.lease_expires_at))
-                row.lease_owner = None
-                row.lease_expires_at = None
-        return out
+            ),
+            key=lambda lease: lease.expires_at,
+        )[: max(limit, 0)]
+        for lease in expired:
+            self._rows[lease.session_id].clear_lease()
+        return expired
 
     async def current_lease(self, session_id: str) -> Lease | None:
         row = self._live(session_id)
-        if not row.lease_is_live(utcnow()) or row.lease_owner is None:
+        if not row.lease_is_live(_now()) or row.lease_owner is None:
             return None
         assert row.lease_expires_at is not None  # implied by lease_is_live
         return Lease(session_id, row.lease_owner, row.lease_token, row.lease_expires_at)
+
+    # --- tier epochs -----------------------------------------------------------------------
+
+    async def tier_epoch(self, namespace: str) -> TierEpoch:
+        self._check_open()
+        return self._epochs.setdefault(namespace, TierEpoch(0, ""))
+
+    async def bump_tier_epoch(
+        self, namespace: str | None = None, *, cache_id: str | None = None
+    ) -> None:
+        self._check_open()
+        names = list(self._epochs) if namespace is None else [namespace]
+        for name in names:
+            epoch, current = self._epochs.get(name, TierEpoch(0, ""))
+            self._epochs[name] = TierEpoch(epoch + 1, current if cache_id is None else cache_id)

@@ -16,6 +16,9 @@ Design notes:
   reversible escape (see ``_esc``), so every string round-trips as in the other stores.
 * Every session write is a statement whose row lock on ``sessions`` orders it; sweeps and lease
   expiry lock with ``SKIP LOCKED``, so concurrent sweepers split the work.
+* One clock: every instant the store stamps or compares (heartbeats, ``updated_at``, lease
+  expiry, fence liveness, the sweep cutoff) is the server's ``now()``, computed inside the
+  statement; no client clock takes part, so processes with skewed clocks agree.
 * Driver errors never escape: connection failures and timeouts become ``StoreUnavailable``
   (``maybe_committed`` only when the write statement had been sent and no answer came back),
   and a connection that failed at the protocol level is terminated, never returned to the pool.
@@ -30,7 +33,6 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -46,14 +48,15 @@ from agent_core.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from agent_core.sessions.session_models import (
-    AgentSession,
-    Lease,
-    SessionCheckpoint,
-    SessionState,
-    utcnow,
+from agent_core.factory import hide_password
+from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
+from agent_core.stores.base import (
+    AppendResult,
+    SessionRef,
+    SessionStore,
+    TierEpoch,
+    bound_age,
 )
-from agent_core.stores.base import AppendResult, SessionStore, SweptSession
 from agent_core.stores.migrations import load_migrations
 
 __all__ = ["PostgresStore"]
@@ -89,11 +92,19 @@ _HEAD = ", ".join(_HEAD_COLUMNS)
 _S_HEAD = ", ".join(f"s.{c}" for c in _HEAD_COLUMNS)
 _LEASE = "lease_owner, lease_token, lease_expires_at"
 
-# $F is the fence token (NULL: unfenced), $T the instant the lease must still be live at.
+# $F is the fence token (NULL: unfenced). Liveness is judged by the server's clock, so every
+# process agrees on it whatever its own clock says.
 _FENCE = (
     "({f}::bigint IS NULL OR (lease_token = {f} AND lease_owner IS NOT NULL "
-    "AND lease_expires_at > {t}))"
+    "AND lease_expires_at > now()))"
 )
+# Whether the stored lease is live by the server's clock, for the probes that explain a miss.
+_LEASE_LIVE = "coalesce(lease_expires_at > now(), false) AS lease_live"
+# A ttl in microseconds as an interval with no day part (a day-valued interval added to a
+# timestamptz follows the session time zone's DST).
+_US_INTERVAL = "{}::bigint * interval '1 microsecond'"
+# What delete, purge, describe and sweep_stale report.
+_REF = "session_id, version, agent_type, user_id, state"
 
 # Sources from which each state may be reached, passed as an array so the transition rule is
 # checked against the stored state inside the UPDATE itself.
@@ -101,10 +112,11 @@ _SOURCES: dict[SessionState, list[str]] = {
     target: [s.value for s in SessionState if s.can_become(target)] for target in SessionState
 }
 
+# created_at, updated_at and last_heartbeat come from the server's clock.
 _SQL_CREATE = f"""
 INSERT INTO sessions (session_id, agent_type, user_id, state, context, metadata, created_at,
                       updated_at, last_heartbeat, version, checkpoint_count)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, 1, 0)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, now(), now(), now(), 1, 0)
 ON CONFLICT (session_id) DO NOTHING
 RETURNING {_HEAD}
 """
@@ -113,13 +125,14 @@ _SQL_CREATE_WITH_CHECKPOINTS = f"""
 WITH s AS (
     INSERT INTO sessions (session_id, agent_type, user_id, state, context, metadata, created_at,
                           updated_at, last_heartbeat, version, checkpoint_count)
-    VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, 1, cardinality($10::text[]))
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, now(), now(), now(), 1,
+            cardinality($7::text[]))
     ON CONFLICT (session_id) DO NOTHING
     RETURNING {_HEAD}
 ), c AS (
     INSERT INTO checkpoints (session_id, seq, name, data, ts)
     SELECT s.session_id, u.ord, u.name, u.data, u.ts
-    FROM s, unnest($10::text[], $11::jsonb[], $12::timestamptz[])
+    FROM s, unnest($7::text[], $8::jsonb[], $9::timestamptz[])
             WITH ORDINALITY AS u(name, data, ts, ord)
 )
 SELECT {_HEAD} FROM s
@@ -137,16 +150,19 @@ WHERE s.session_id = $1 AND s.state <> 'deleted'
 
 _SQL_GET_VERSION = "SELECT version FROM sessions WHERE session_id = $1 AND state <> 'deleted'"
 
-_SQL_PROBE = f"SELECT state, version, {_LEASE} FROM sessions WHERE session_id = $1"
+_SQL_PROBE = f"SELECT state, version, {_LEASE}, {_LEASE_LIVE} FROM sessions WHERE session_id = $1"
 
+# Moving to 'deleted' clears the lease, as delete does.
 _UPDATE_SET = """
     UPDATE sessions
-       SET state = $3, context = $4::jsonb, metadata = $5::jsonb, last_heartbeat = $6,
-           checkpoint_count = checkpoint_count + $7, version = version + 1, updated_at = $8
+       SET state = $3, context = $4::jsonb, metadata = $5::jsonb, last_heartbeat = now(),
+           checkpoint_count = checkpoint_count + $6, version = version + 1, updated_at = now(),
+           lease_owner = CASE WHEN $3 = 'deleted' THEN NULL ELSE lease_owner END,
+           lease_expires_at = CASE WHEN $3 = 'deleted' THEN NULL ELSE lease_expires_at END
      WHERE session_id = $1 AND version = $2 AND state <> 'deleted'
-       AND (state = $3 OR state = ANY($9::text[]))
+       AND (state = $3 OR state = ANY($7::text[]))
        AND {fence}
-""".format(fence=_FENCE.format(f="$10", t="$8"))
+""".format(fence=_FENCE.format(f="$8"))
 
 _SQL_UPDATE = f"{_UPDATE_SET} RETURNING {_HEAD}"
 
@@ -154,8 +170,8 @@ _SQL_UPDATE_WITH_CHECKPOINTS = f"""
 WITH s AS ({_UPDATE_SET} RETURNING {_HEAD}
 ), c AS (
     INSERT INTO checkpoints (session_id, seq, name, data, ts)
-    SELECT s.session_id, s.checkpoint_count - $7 + u.ord, u.name, u.data, u.ts
-    FROM s, unnest($11::text[], $12::jsonb[], $13::timestamptz[])
+    SELECT s.session_id, s.checkpoint_count - $6 + u.ord, u.name, u.data, u.ts
+    FROM s, unnest($9::text[], $10::jsonb[], $11::timestamptz[])
             WITH ORDINALITY AS u(name, data, ts, ord)
 )
 SELECT {_HEAD} FROM s
@@ -167,21 +183,22 @@ SELECT {_HEAD} FROM s
 _SQL_APPEND = """
 WITH s AS (
     UPDATE sessions
-       SET checkpoint_count = checkpoint_count + 1, version = version + 1, updated_at = $2
+       SET checkpoint_count = checkpoint_count + 1, version = version + 1, updated_at = now()
      WHERE session_id = $1 AND state <> 'deleted'
        AND {fence}
-       AND ($6::text IS NULL OR NOT EXISTS (
-               SELECT 1 FROM checkpoints k WHERE k.session_id = $1 AND k.idempotency_key = $6))
+       AND ($5::text IS NULL OR NOT EXISTS (
+               SELECT 1 FROM checkpoints k WHERE k.session_id = $1 AND k.idempotency_key = $5))
     RETURNING {head}
 ), c AS (
     INSERT INTO checkpoints (session_id, seq, name, data, ts, idempotency_key)
-    SELECT s.session_id, s.checkpoint_count, $3, $4::jsonb, $5, $6 FROM s
+    SELECT s.session_id, s.checkpoint_count, $2, $3::jsonb, $4, $5 FROM s
 )
 SELECT {head} FROM s
-""".format(fence=_FENCE.format(f="$7", t="$2"), head=_HEAD)
+""".format(fence=_FENCE.format(f="$6"), head=_HEAD)
 
 _SQL_APPEND_PROBE = f"""
 SELECT {_S_HEAD}, s.lease_owner, s.lease_token, s.lease_expires_at,
+       coalesce(s.lease_expires_at > now(), false) AS lease_live,
        k.seq AS k_seq, k.name AS k_name, k.data AS k_data, k.ts AS k_ts
 FROM sessions s
 LEFT JOIN checkpoints k ON k.session_id = s.session_id AND k.idempotency_key = $2
@@ -190,43 +207,53 @@ WHERE s.session_id = $1
 
 _SQL_HEARTBEAT = """
 UPDATE sessions
-   SET last_heartbeat = $2, version = version + 1, updated_at = $3,
+   SET last_heartbeat = now(), version = version + 1, updated_at = now(),
        lease_expires_at = CASE
-           WHEN $4::bigint IS NOT NULL AND lease_ttl_us IS NOT NULL
-           THEN $2 + lease_ttl_us * interval '1 microsecond'
+           WHEN $2::bigint IS NOT NULL AND lease_ttl_us IS NOT NULL
+           THEN now() + lease_ttl_us * interval '1 microsecond'
            ELSE lease_expires_at END
  WHERE session_id = $1 AND state <> 'deleted' AND {fence}
 RETURNING {head}
-""".format(fence=_FENCE.format(f="$4", t="$2"), head=_HEAD)
+""".format(fence=_FENCE.format(f="$2"), head=_HEAD)
 
 _SQL_PATCH_CONTEXT = """
 UPDATE sessions
    SET context = agent_core_merge_patch(context, $2::jsonb), version = version + 1,
-       updated_at = $3
+       updated_at = now()
  WHERE session_id = $1 AND state <> 'deleted' AND {fence}
 RETURNING {head}
-""".format(fence=_FENCE.format(f="$4", t="$3"), head=_HEAD)
+""".format(fence=_FENCE.format(f="$3"), head=_HEAD)
 
 _SQL_SET_STATE = """
 UPDATE sessions
    SET state = $2,
        context = CASE WHEN $3::text IS NULL THEN context
                       ELSE context || jsonb_build_object('failure_reason', $3::text) END,
-       version = version + 1, updated_at = $4
- WHERE session_id = $1 AND state <> 'deleted' AND state = ANY($5::text[]) AND {fence}
+       lease_owner = CASE WHEN $2 = 'deleted' THEN NULL ELSE lease_owner END,
+       lease_expires_at = CASE WHEN $2 = 'deleted' THEN NULL ELSE lease_expires_at END,
+       version = version + 1, updated_at = now()
+ WHERE session_id = $1 AND state <> 'deleted' AND state = ANY($4::text[]) AND {fence}
 RETURNING {head}
-""".format(fence=_FENCE.format(f="$6", t="$4"), head=_HEAD)
+""".format(fence=_FENCE.format(f="$5"), head=_HEAD)
 
-_SQL_DELETE = """
+_SQL_DELETE = f"""
 UPDATE sessions
    SET state = 'deleted', lease_owner = NULL, lease_expires_at = NULL,
-       version = version + 1, updated_at = $2
+       version = version + 1, updated_at = now()
  WHERE session_id = $1 AND state <> 'deleted'
+RETURNING {_REF}
 """
 
-_SQL_PURGE_SESSION = "DELETE FROM sessions WHERE session_id = $1"
-_SQL_PURGE_USER = "DELETE FROM sessions WHERE user_id = $1"
-_SQL_PURGE_BOTH = "DELETE FROM sessions WHERE session_id = $1 AND user_id = $2"
+# RETURNING reports each removed row as it was before the DELETE.
+_SQL_PURGE_SESSION = f"DELETE FROM sessions WHERE session_id = $1 RETURNING {_REF}"
+_SQL_PURGE_USER = f"DELETE FROM sessions WHERE user_id = $1 RETURNING {_REF}"
+_SQL_PURGE_BOTH = f"DELETE FROM sessions WHERE session_id = $1 AND user_id = $2 RETURNING {_REF}"
+
+_SQL_DESCRIBE = f"""
+SELECT {_REF} FROM sessions
+ WHERE session_id = ANY($1::text[]) AND state <> 'deleted'
+ ORDER BY session_id
+"""
 
 _SQL_LIST_CHECKPOINTS = """
 SELECT ARRAY(SELECT ROW(c.seq, c.name, c.data, c.ts)
@@ -240,30 +267,31 @@ WHERE s.session_id = $1 AND s.state <> 'deleted'
 
 # SKIP LOCKED: a session another sweeper (or writer) holds is left for the next sweep, so two
 # sweepers never fail the same session. The locking read re-checks the WHERE clause against the
-# newest row version, so a heartbeat that commits first saves its session.
+# newest row version, so a heartbeat that commits first saves its session. The cutoff is the
+# server's now minus the max age.
 _SQL_SWEEP = """
 WITH doomed AS (
     SELECT session_id FROM sessions
-     WHERE state = 'active' AND last_heartbeat < $1
+     WHERE state = 'active' AND last_heartbeat < now() - {max_age}
      ORDER BY last_heartbeat
      LIMIT $2
        FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE sessions s
    SET state = 'failed',
-       context = s.context || '{"failure_reason": "heartbeat_timeout"}'::jsonb,
-       version = s.version + 1, updated_at = $3
+       context = s.context || '{{"failure_reason": "heartbeat_timeout"}}'::jsonb,
+       version = s.version + 1, updated_at = now()
   FROM doomed
  WHERE s.session_id = doomed.session_id
 RETURNING s.session_id, s.version, s.agent_type, s.user_id, s.state
-"""
+""".format(max_age=_US_INTERVAL.format("$1"))
 
 _SQL_EXPIRE_LEASES = """
 WITH doomed AS (
     SELECT session_id, lease_owner, lease_token, lease_expires_at FROM sessions
-     WHERE lease_owner IS NOT NULL AND lease_expires_at <= $1
+     WHERE lease_owner IS NOT NULL AND lease_expires_at <= now()
      ORDER BY lease_expires_at
-     LIMIT $2
+     LIMIT $1
        FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE sessions s
@@ -275,29 +303,57 @@ RETURNING doomed.session_id, doomed.lease_owner, doomed.lease_token, doomed.leas
 
 _SQL_CLAIM = """
 UPDATE sessions
-   SET lease_token = lease_token + 1, lease_owner = $2, lease_expires_at = $4,
-       lease_ttl_us = $5
+   SET lease_token = lease_token + 1, lease_owner = $2, lease_expires_at = now() + {ttl},
+       lease_ttl_us = $3
  WHERE session_id = $1 AND state <> 'deleted'
-   AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= $3
+   AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= now()
         OR lease_owner = $2)
-RETURNING lease_token
-"""
+RETURNING lease_token, lease_expires_at
+""".format(ttl=_US_INTERVAL.format("$3"))
 
 _SQL_RENEW = """
 UPDATE sessions
-   SET lease_expires_at = $4, lease_ttl_us = $5
+   SET lease_expires_at = now() + {ttl}, lease_ttl_us = $3
  WHERE session_id = $1 AND state <> 'deleted' AND {fence}
-RETURNING lease_token
-""".format(fence=_FENCE.format(f="$2", t="$3"))
+RETURNING lease_token, lease_expires_at
+""".format(ttl=_US_INTERVAL.format("$3"), fence=_FENCE.format(f="$2"))
 
 _SQL_RELEASE = """
 UPDATE sessions
    SET lease_owner = NULL, lease_expires_at = NULL
  WHERE session_id = $1 AND state <> 'deleted' AND {fence}
 RETURNING lease_token
-""".format(fence=_FENCE.format(f="$2", t="$3"))
+""".format(fence=_FENCE.format(f="$2"))
 
-_SQL_CURRENT_LEASE = f"SELECT state, {_LEASE} FROM sessions WHERE session_id = $1"
+_SQL_CURRENT_LEASE = f"SELECT state, {_LEASE}, {_LEASE_LIVE} FROM sessions WHERE session_id = $1"
+
+_SQL_TIER_EPOCH = "SELECT epoch, cache_id FROM tier_epochs WHERE namespace = $1"
+
+# Insert-if-absent that always returns the row: DO UPDATE (a no-op) locks and returns a row a
+# concurrent creator committed after this statement's snapshot, which DO NOTHING would hide.
+_SQL_CREATE_TIER_EPOCH = """
+INSERT INTO tier_epochs AS t (namespace) VALUES ($1)
+ON CONFLICT (namespace) DO UPDATE SET epoch = t.epoch
+RETURNING epoch, cache_id
+"""
+
+# The row lock taken by ON CONFLICT DO UPDATE serializes concurrent bumps; none is lost.
+_SQL_BUMP_TIER_EPOCH = """
+INSERT INTO tier_epochs AS t (namespace, epoch, cache_id) VALUES ($1, 1, coalesce($2::text, ''))
+ON CONFLICT (namespace) DO UPDATE
+    SET epoch = t.epoch + 1, cache_id = coalesce($2::text, t.cache_id)
+"""
+
+# Rows are locked in namespace order, so concurrent bumps of every row cannot deadlock.
+_SQL_BUMP_ALL_TIER_EPOCHS = """
+WITH locked AS (
+    SELECT namespace FROM tier_epochs ORDER BY namespace FOR NO KEY UPDATE
+)
+UPDATE tier_epochs t
+   SET epoch = t.epoch + 1, cache_id = coalesce($1::text, t.cache_id)
+  FROM locked
+ WHERE t.namespace = locked.namespace
+"""
 
 _SQL_SCHEMA_TABLE = """
 CREATE TABLE IF NOT EXISTS agent_core_schema (
@@ -316,27 +372,6 @@ def _import_asyncpg() -> Any:
             "PostgresStore needs the asyncpg driver: pip install 'agent-core[postgres]'"
         ) from exc
     return asyncpg
-
-
-def _redact(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostinfo = netloc.rpartition("@")
-            if ":" in userinfo:
-                userinfo = userinfo.split(":", 1)[0] + ":***"
-            netloc = f"{userinfo}@{hostinfo}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode(
-                [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
-            )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:
-        return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", dsn)
 
 
 # PostgreSQL text and jsonb cannot hold U+0000, which Python and JSON strings may. Strings pass
@@ -426,15 +461,19 @@ def _checkpoints(items: Any) -> list[SessionCheckpoint]:
     ]
 
 
-def _fence_is_live(row: Any, fence: Lease | None, at: datetime) -> bool:
+def _fence_is_live(row: Any, fence: Lease | None) -> bool:
+    """Whether ``fence`` is live in a probe row (``lease_live`` is judged by the server)."""
     if fence is None:
         return True
-    return (
-        row["lease_token"] == fence.token
-        and row["lease_owner"] is not None
-        and row["lease_expires_at"] is not None
-        and row["lease_expires_at"] > at
+    return bool(
+        row["lease_token"] == fence.token and row["lease_owner"] is not None and row["lease_live"]
     )
+
+
+def _ref(row: Any) -> SessionRef:
+    """A ``SessionRef`` from a row of ``_REF`` columns."""
+    session_id, version, agent_type, user_id, state = row
+    return SessionRef(session_id, version, _unesc(agent_type), _unesc(user_id), SessionState(state))
 
 
 def _lease_lost(fence: Lease) -> LeaseLost:
@@ -501,7 +540,7 @@ class PostgresStore(SessionStore):
             raise ConfigurationError(f"bad pool sizes: min_size={min_size}, max_size={max_size}")
         # SQLAlchemy-style URLs (postgresql+asyncpg://) name the driver; asyncpg wants it gone.
         self._dsn = re.sub(r"^(postgres(?:ql)?)\+[A-Za-z0-9_]+://", r"\1://", dsn)
-        self.url = _redact(dsn)
+        self.url = hide_password(dsn)
         self._min_size = min_size
         self._max_size = max_size
         self._command_timeout = float(command_timeout)
@@ -742,7 +781,6 @@ class PostgresStore(SessionStore):
     # --- sessions --------------------------------------------------------------------------
 
     async def create(self, session: AgentSession) -> AgentSession:
-        now = utcnow()
         args: list[Any] = [
             session.session_id,
             _esc(session.agent_type),
@@ -750,9 +788,6 @@ class PostgresStore(SessionStore):
             session.state.value,
             _dumps(session.context),
             _dumps(session.metadata),
-            session.created_at,
-            now,
-            session.last_heartbeat,
         ]
         if session.checkpoints:
             sql = _SQL_CREATE_WITH_CHECKPOINTS
@@ -795,16 +830,13 @@ class PostgresStore(SessionStore):
         *,
         fence: Lease | None = None,
     ) -> AgentSession:
-        now = utcnow()
         args: list[Any] = [
             session.session_id,
             session.version,
             session.state.value,
             _dumps(session.context),
             _dumps(session.metadata),
-            session.last_heartbeat,
             len(new_checkpoints),
-            now,
             _SOURCES[session.state],
             None if fence is None else fence.token,
         ]
@@ -823,7 +855,7 @@ class PostgresStore(SessionStore):
             probe = await conn.fetchrow(_SQL_PROBE, session.session_id)
             if probe is None or probe["state"] == SessionState.DELETED.value:
                 raise SessionNotFound(session.session_id)
-            if fence is not None and not _fence_is_live(probe, fence, now):
+            if fence is not None and not _fence_is_live(probe, fence):
                 raise _lease_lost(fence)
             if probe["version"] != session.version:
                 raise ConflictError(
@@ -854,13 +886,11 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> AppendResult:
             for _ in range(_MAX_ATTEMPTS):
-                now = utcnow()
                 attempt.write_sent = True
                 try:
                     row = await conn.fetchrow(
                         _SQL_APPEND,
                         session_id,
-                        now,
                         name,
                         data,
                         checkpoint.timestamp,
@@ -883,7 +913,7 @@ class PostgresStore(SessionStore):
                 probe = await conn.fetchrow(_SQL_APPEND_PROBE, session_id, key)
                 if probe is None or probe["state"] == SessionState.DELETED.value:
                     raise SessionNotFound(session_id)
-                if fence is not None and not _fence_is_live(probe, fence, now):
+                if fence is not None and not _fence_is_live(probe, fence):
                     raise _lease_lost(fence)
                 if probe["k_seq"] is not None:
                     replay = SessionCheckpoint(
@@ -898,29 +928,24 @@ class PostgresStore(SessionStore):
 
         return await self._run(body, "append_checkpoint")
 
-    async def heartbeat(
-        self, session_id: str, at: datetime, *, fence: Lease | None = None
-    ) -> AgentSession:
+    async def heartbeat(self, session_id: str, *, fence: Lease | None = None) -> AgentSession:
         return await self._write_head(
             "heartbeat",
             _SQL_HEARTBEAT,
-            (session_id, at, utcnow(), None if fence is None else fence.token),
+            (session_id, None if fence is None else fence.token),
             session_id,
             fence,
-            at,
         )
 
     async def patch_context(
         self, session_id: str, changes: dict[str, Any], *, fence: Lease | None = None
     ) -> AgentSession:
-        now = utcnow()
         return await self._write_head(
             "patch_context",
             _SQL_PATCH_CONTEXT,
-            (session_id, _dumps(changes), now, None if fence is None else fence.token),
+            (session_id, _dumps(changes), None if fence is None else fence.token),
             session_id,
             fence,
-            now,
         )
 
     async def set_state(
@@ -931,7 +956,6 @@ class PostgresStore(SessionStore):
         reason: str | None = None,
         fence: Lease | None = None,
     ) -> AgentSession:
-        now = utcnow()
         failure_reason = reason if state is SessionState.FAILED else None
         return await self._write_head(
             "set_state",
@@ -940,13 +964,11 @@ class PostgresStore(SessionStore):
                 session_id,
                 state.value,
                 _opt_esc(failure_reason),
-                now,
                 _SOURCES[state],
                 None if fence is None else fence.token,
             ),
             session_id,
             fence,
-            now,
             target=state,
         )
 
@@ -957,7 +979,6 @@ class PostgresStore(SessionStore):
         args: Sequence[Any],
         session_id: str,
         fence: Lease | None,
-        fence_at: datetime,
         *,
         target: SessionState | None = None,
     ) -> AgentSession:
@@ -973,7 +994,7 @@ class PostgresStore(SessionStore):
                 probe = await conn.fetchrow(_SQL_PROBE, session_id)
                 if probe is None or probe["state"] == SessionState.DELETED.value:
                     raise SessionNotFound(session_id)
-                if fence is not None and not _fence_is_live(probe, fence, fence_at):
+                if fence is not None and not _fence_is_live(probe, fence):
                     raise _lease_lost(fence)
                 if target is not None:
                     SessionState(probe["state"]).check_transition(target)
@@ -983,21 +1004,21 @@ class PostgresStore(SessionStore):
 
         return await self._run(body, what)
 
-    async def delete(self, session_id: str) -> bool:
-        now = utcnow()
-
-        async def body(conn: Any, attempt: _Attempt) -> bool:
+    async def delete(self, session_id: str) -> SessionRef | None:
+        async def body(conn: Any, attempt: _Attempt) -> SessionRef | None:
             attempt.write_sent = True
-            status = await conn.execute(_SQL_DELETE, session_id, now)
-            return bool(status == "UPDATE 1")
+            row = await conn.fetchrow(_SQL_DELETE, session_id)
+            return None if row is None else _ref(row)
 
         return await self._run(body, "delete")
 
-    async def purge(self, *, session_id: str | None = None, user_id: str | None = None) -> int:
+    async def purge(
+        self, *, session_id: str | None = None, user_id: str | None = None
+    ) -> list[SessionRef]:
         if session_id is None and user_id is None:
             if self._pool is None:
                 raise NotOpenError("PostgresStore used before open() or after close()")
-            return 0
+            return []
         args: tuple[Any, ...]
         if session_id is not None and user_id is not None:
             sql, args = _SQL_PURGE_BOTH, (session_id, _esc(user_id))
@@ -1006,12 +1027,24 @@ class PostgresStore(SessionStore):
         else:
             sql, args = _SQL_PURGE_USER, (_opt_esc(user_id),)
 
-        async def body(conn: Any, attempt: _Attempt) -> int:
+        async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
             attempt.write_sent = True
-            status = await conn.execute(sql, *args)
-            return int(status.rsplit(" ", 1)[-1])
+            rows = await conn.fetch(sql, *args)
+            return sorted(_ref(row) for row in rows)
 
         return await self._run(body, "purge")
+
+    async def describe(self, session_ids: Sequence[str]) -> list[SessionRef]:
+        ids = sorted(set(session_ids))
+
+        async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
+            return [_ref(row) for row in await conn.fetch(_SQL_DESCRIBE, ids)]
+
+        if not ids:
+            if self._pool is None:
+                raise NotOpenError("PostgresStore used before open() or after close()")
+            return []
+        return await self._run(body, "describe")
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -1085,47 +1118,33 @@ class PostgresStore(SessionStore):
 
     # --- liveness --------------------------------------------------------------------------
 
-    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[SweptSession]:
+    async def sweep_stale(self, max_age: timedelta, *, limit: int) -> list[SessionRef]:
         if self._pool is None:
             raise NotOpenError("PostgresStore used before open() or after close()")
         if limit <= 0:
             return []
-        now = utcnow()
+        max_age_us = _micros(bound_age(max_age))
 
-        async def body(conn: Any, attempt: _Attempt) -> list[SweptSession]:
+        async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
             attempt.write_sent = True
-            rows = await conn.fetch(_SQL_SWEEP, cutoff, _clamp(limit), now)
-            return [
-                SweptSession(
-                    session_id,
-                    version,
-                    _unesc(agent_type),
-                    _unesc(user_id),
-                    SessionState(state),
-                )
-                for session_id, version, agent_type, user_id, state in rows
-            ]
+            rows = await conn.fetch(_SQL_SWEEP, max_age_us, _clamp(limit))
+            return [_ref(row) for row in rows]
 
         return await self._run(body, "sweep_stale")
 
     async def claim(self, session_id: str, owner: str, ttl: timedelta) -> Lease:
         async def body(conn: Any, attempt: _Attempt) -> Lease:
             for _ in range(_MAX_ATTEMPTS):
-                now = utcnow()
-                expires_at = now + ttl
                 attempt.write_sent = True
-                token = await conn.fetchval(
-                    _SQL_CLAIM, session_id, _esc(owner), now, expires_at, _micros(ttl)
-                )
+                row = await conn.fetchrow(_SQL_CLAIM, session_id, _esc(owner), _micros(ttl))
                 attempt.write_sent = False
-                if token is not None:
-                    return Lease(session_id, owner, int(token), expires_at)
+                if row is not None:
+                    return Lease(session_id, owner, int(row[0]), row[1])
                 probe = await conn.fetchrow(_SQL_CURRENT_LEASE, session_id)
                 if probe is None or probe["state"] == SessionState.DELETED.value:
                     raise SessionNotFound(session_id)
                 holder = _opt_unesc(probe["lease_owner"])
-                expires = probe["lease_expires_at"]
-                if holder is not None and holder != owner and expires is not None and expires > now:
+                if holder is not None and holder != owner and probe["lease_live"]:
                     raise LeaseHeld(f"session {session_id} is leased to {holder!r}")
                 # The lease was released or expired between the two statements: claim again.
             raise LeaseHeld(f"session {session_id} kept changing hands during the claim")
@@ -1133,27 +1152,20 @@ class PostgresStore(SessionStore):
         return await self._run(body, "claim")
 
     async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
-        now = utcnow()
-        expires_at = now + ttl
-
         async def body(conn: Any, attempt: _Attempt) -> Lease:
             attempt.write_sent = True
-            token = await conn.fetchval(
-                _SQL_RENEW, lease.session_id, lease.token, now, expires_at, _micros(ttl)
-            )
+            row = await conn.fetchrow(_SQL_RENEW, lease.session_id, lease.token, _micros(ttl))
             attempt.write_sent = False
-            if token is not None:
-                return Lease(lease.session_id, lease.owner, lease.token, expires_at)
+            if row is not None:
+                return Lease(lease.session_id, lease.owner, lease.token, row[1])
             await self._raise_not_live(conn, lease)
 
         return await self._run(body, "renew")
 
     async def release(self, lease: Lease) -> None:
-        now = utcnow()
-
         async def body(conn: Any, attempt: _Attempt) -> None:
             attempt.write_sent = True
-            token = await conn.fetchval(_SQL_RELEASE, lease.session_id, lease.token, now)
+            token = await conn.fetchval(_SQL_RELEASE, lease.session_id, lease.token)
             attempt.write_sent = False
             if token is None:
                 await self._raise_not_live(conn, lease)
@@ -1167,7 +1179,7 @@ class PostgresStore(SessionStore):
             raise SessionNotFound(lease.session_id)
         raise _lease_lost(lease)
 
-    async def expire_leases(self, now: datetime, *, limit: int) -> list[Lease]:
+    async def expire_leases(self, *, limit: int) -> list[Lease]:
         if self._pool is None:
             raise NotOpenError("PostgresStore used before open() or after close()")
         if limit <= 0:
@@ -1175,7 +1187,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> list[Lease]:
             attempt.write_sent = True
-            rows = await conn.fetch(_SQL_EXPIRE_LEASES, now, _clamp(limit))
+            rows = await conn.fetch(_SQL_EXPIRE_LEASES, _clamp(limit))
             return [
                 Lease(
                     r["session_id"],
@@ -1194,9 +1206,38 @@ class PostgresStore(SessionStore):
             if row is None or row["state"] == SessionState.DELETED.value:
                 raise SessionNotFound(session_id)
             owner = _opt_unesc(row["lease_owner"])
-            expires = row["lease_expires_at"]
-            if owner is None or expires is None or expires <= utcnow():
+            if owner is None or not row["lease_live"]:
                 return None
-            return Lease(session_id, owner, row["lease_token"], expires)
+            return Lease(session_id, owner, row["lease_token"], row["lease_expires_at"])
 
         return await self._run(body, "current_lease")
+
+    # --- tier epochs -----------------------------------------------------------------------
+
+    async def tier_epoch(self, namespace: str) -> TierEpoch:
+        name = _esc(namespace)
+
+        async def body(conn: Any, attempt: _Attempt) -> TierEpoch:
+            # The row almost always exists: a plain read, and a write only the first time.
+            row = await conn.fetchrow(_SQL_TIER_EPOCH, name)
+            if row is None:
+                attempt.write_sent = True
+                row = await conn.fetchrow(_SQL_CREATE_TIER_EPOCH, name)
+            return TierEpoch(int(row["epoch"]), _unesc(row["cache_id"]))
+
+        return await self._run(body, "tier_epoch")
+
+    async def bump_tier_epoch(
+        self, namespace: str | None = None, *, cache_id: str | None = None
+    ) -> None:
+        args: tuple[Any, ...]
+        if namespace is None:
+            sql, args = _SQL_BUMP_ALL_TIER_EPOCHS, (_opt_esc(cache_id),)
+        else:
+            sql, args = _SQL_BUMP_TIER_EPOCH, (_esc(namespace), _opt_esc(cache_id))
+
+        async def body(conn: Any, attempt: _Attempt) -> None:
+            attempt.write_sent = True
+            await conn.execute(sql, *args)
+
+        await self._run(body, "bump_tier_epoch")

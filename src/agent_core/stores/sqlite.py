@@ -7,15 +7,22 @@ other processes on the same file serialize instead of failing mid-transaction or
 Multi-statement reads run in one deferred transaction to see one snapshot; ``get`` is a single
 statement, whose implicit read transaction is that snapshot (WAL readers never block writers and
 are never blocked by them).
+
+The store's clock is the OS clock, read by this module inside each write transaction (never a
+caller's clock), so processes sharing the file agree on staleness and lease expiry. Purged
+content is erased from the files: ``secure_delete`` zeroes freed space, and a purge that removed
+something ends with a TRUNCATE checkpoint of the WAL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -33,17 +40,19 @@ from agent_core.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from agent_core.sessions.session_models import (
-    AgentSession,
-    Lease,
-    SessionCheckpoint,
-    SessionState,
-    utcnow,
+from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
+from agent_core.stores.base import (
+    AppendResult,
+    SessionRef,
+    SessionStore,
+    TierEpoch,
+    bound_age,
 )
-from agent_core.stores.base import AppendResult, SessionStore, SweptSession
 from agent_core.stores.migrations import Migration, load_migrations
 
 __all__ = ["SQLiteStore"]
+
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _Body = Callable[[sqlite3.Connection], _T]
@@ -63,6 +72,7 @@ _HEAD_COLUMNS = (
     " metadata"
 )
 _SELECT_HEAD = f"SELECT {_HEAD_COLUMNS} FROM sessions WHERE session_id = ?"
+_REF_COLUMNS = "session_id, version, agent_type, user_id, state"
 _CHECKPOINT_COLUMNS = "seq, name, timestamp, data"
 
 # get(): the live session and its checkpoint window in one statement, so one implicit read
@@ -89,6 +99,10 @@ _INSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (session_id, seq, name, data, timestamp, idempotency_key)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+# Ids per statement in describe(): below SQLite's smallest bound-parameter limit (999).
+_IN_CHUNK = 500
+_SELECT_EPOCH = "SELECT epoch, cache_id FROM tier_epochs WHERE namespace = ?"
+_INSERT_EPOCH = "INSERT OR IGNORE INTO tier_epochs (namespace) VALUES (?)"
 _SCHEMA_TABLE = (
     "CREATE TABLE IF NOT EXISTS agent_core_schema ("
     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -97,6 +111,18 @@ _SCHEMA_TABLE = (
 # Literals rather than bound parameters: SQLite only uses a partial index (WHERE state =
 # 'active') when the query's own text implies the index's condition.
 _STATE_LITERAL = {state: f"'{state.value}'" for state in SessionState}
+
+
+def _now_us() -> int:
+    """The store's clock, in microseconds since the epoch: the OS clock, whatever clock the
+    callers use. Read inside the write transaction, so stamps follow commit order."""
+    return time.time_ns() // 1000
+
+
+def _ref(found: tuple[Any, ...]) -> SessionRef:
+    """A ``SessionRef`` from a ``_REF_COLUMNS`` row."""
+    session_id, version, agent_type, user_id, state = found
+    return SessionRef(session_id, version, agent_type, user_id, SessionState(state))
 
 
 def _to_us(value: datetime) -> int:
@@ -265,6 +291,13 @@ class _Row:
             raise LeaseLost(
                 f"lease token {fence.token} on session {fence.session_id} is no longer live"
             )
+
+    def clear_lease(self) -> None:
+        self.lease_owner = None
+        self.lease_expires_at = None
+
+    def ref(self) -> SessionRef:
+        return SessionRef(self.session_id, self.version, self.agent_type, self.user_id, self.state)
 
     def head(self) -> AgentSession:
         return AgentSession(
@@ -477,14 +510,30 @@ class SQLiteStore(SessionStore):
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         try:
-            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self._set_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Freed space is overwritten with zeros, so purged content leaves the file.
+            conn.execute("PRAGMA secure_delete = ON")
             conn.execute(f"PRAGMA busy_timeout = {max(int(self._busy_timeout * 1000), 0)}")
         except sqlite3.Error as exc:
             conn.close()
             raise self._unavailable(exc) from exc
         return conn
+
+    def _set_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL mode, retrying while another process holds the lock it needs: SQLite
+        answers this pragma with SQLITE_BUSY at once, without waiting the busy timeout, when
+        processes open a new file together."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
 
     def _open_sync(self) -> sqlite3.Connection:
         conn = self._connect()
@@ -532,7 +581,7 @@ class SQLiteStore(SessionStore):
             conn.execute(statement)
         conn.execute(
             "INSERT INTO agent_core_schema (version, name, applied_at) VALUES (?, ?, ?)",
-            (migration.version, migration.name, utcnow().isoformat()),
+            (migration.version, migration.name, datetime.now(UTC).isoformat()),
         )
         return migration.version
 
@@ -629,14 +678,15 @@ class SQLiteStore(SessionStore):
         def body(conn: sqlite3.Connection) -> AgentSession:
             if conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (sid,)).fetchone():
                 raise ConflictError(f"session {sid} already exists")
+            now = _now_us()
             row = _Row(
                 session_id=sid,
                 agent_type=session.agent_type,
                 user_id=session.user_id,
                 state=session.state,
-                created_at=_to_us(session.created_at),
-                updated_at=_to_us(utcnow()),
-                last_heartbeat=_to_us(session.last_heartbeat),
+                created_at=now,
+                updated_at=now,
+                last_heartbeat=now,
                 version=1,
                 checkpoint_count=len(trail),
                 lease_owner=None,
@@ -715,12 +765,11 @@ class SQLiteStore(SessionStore):
     ) -> AgentSession:
         sid = session.session_id
         context, metadata = _json(session.context), _json(session.metadata)
-        last_heartbeat = _to_us(session.last_heartbeat)
         trail = [(cp.name, _json(cp.data), _to_us(cp.timestamp)) for cp in new_checkpoints]
 
         def body(conn: sqlite3.Connection) -> AgentSession:
             row = _live(conn, sid)
-            now = _to_us(utcnow())
+            now = _now_us()
             row.check_fence(fence, now)
             if row.version != session.version:
                 raise ConflictError(
@@ -736,21 +785,26 @@ class SQLiteStore(SessionStore):
             )
             row.state = session.state
             row.context, row.metadata = context, metadata
-            row.last_heartbeat = last_heartbeat
+            row.last_heartbeat = now
             row.checkpoint_count += len(trail)
             row.version += 1
             row.updated_at = now
+            if row.state is SessionState.DELETED:
+                row.clear_lease()
             conn.execute(
                 "UPDATE sessions SET state = ?, context = ?, metadata = ?, last_heartbeat = ?,"
-                " checkpoint_count = ?, version = ?, updated_at = ? WHERE session_id = ?",
+                " checkpoint_count = ?, version = ?, updated_at = ?, lease_owner = ?,"
+                " lease_expires_at = ? WHERE session_id = ?",
                 (
                     row.state.value,
                     context,
                     metadata,
-                    last_heartbeat,
+                    now,
                     row.checkpoint_count,
                     row.version,
                     now,
+                    row.lease_owner,
+                    row.lease_expires_at,
                     sid,
                 ),
             )
@@ -770,7 +824,7 @@ class SQLiteStore(SessionStore):
 
         def body(conn: sqlite3.Connection) -> AppendResult:
             row = _live(conn, session_id)
-            now = _to_us(utcnow())
+            now = _now_us()
             row.check_fence(fence, now)
             if idempotency_key is not None:
                 earlier = conn.execute(
@@ -800,23 +854,20 @@ class SQLiteStore(SessionStore):
 
         return await self._write(body)
 
-    async def heartbeat(
-        self, session_id: str, at: datetime, *, fence: Lease | None = None
-    ) -> AgentSession:
-        at_us = _to_us(at)
-
+    async def heartbeat(self, session_id: str, *, fence: Lease | None = None) -> AgentSession:
         def body(conn: sqlite3.Connection) -> AgentSession:
             row = _live(conn, session_id)
-            row.check_fence(fence, at_us)
-            row.last_heartbeat = at_us
+            now = _now_us()
+            row.check_fence(fence, now)
+            row.last_heartbeat = now
             if fence is not None and row.lease_ttl_us is not None:
-                row.lease_expires_at = at_us + row.lease_ttl_us
+                row.lease_expires_at = now + row.lease_ttl_us
             row.version += 1
-            row.updated_at = _to_us(utcnow())
+            row.updated_at = now
             conn.execute(
                 "UPDATE sessions SET last_heartbeat = ?, lease_expires_at = ?, version = ?,"
                 " updated_at = ? WHERE session_id = ?",
-                (at_us, row.lease_expires_at, row.version, row.updated_at, session_id),
+                (now, row.lease_expires_at, row.version, now, session_id),
             )
             return row.head()
 
@@ -827,7 +878,7 @@ class SQLiteStore(SessionStore):
     ) -> AgentSession:
         def body(conn: sqlite3.Connection) -> AgentSession:
             row = _live(conn, session_id)
-            now = _to_us(utcnow())
+            now = _now_us()
             row.check_fence(fence, now)
             row.context = _json(merge_patch(loads(row.context), changes))
             conn.execute(
@@ -848,37 +899,48 @@ class SQLiteStore(SessionStore):
     ) -> AgentSession:
         def body(conn: sqlite3.Connection) -> AgentSession:
             row = _live(conn, session_id)
-            now = _to_us(utcnow())
+            now = _now_us()
             row.check_fence(fence, now)
             row.state.check_transition(state)
             row.state = state
             if state is SessionState.FAILED and reason is not None:
                 row.context = _json({**loads(row.context), "failure_reason": reason})
+            if state is SessionState.DELETED:
+                row.clear_lease()
             conn.execute(
-                "UPDATE sessions SET state = ?, context = ? WHERE session_id = ?",
-                (state.value, row.context, session_id),
+                "UPDATE sessions SET state = ?, context = ?, lease_owner = ?, lease_expires_at = ?"
+                " WHERE session_id = ?",
+                (state.value, row.context, row.lease_owner, row.lease_expires_at, session_id),
             )
             _bump(conn, row, now)
             return row.head()
 
         return await self._write(body)
 
-    async def delete(self, session_id: str) -> bool:
-        def body(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
+    async def delete(self, session_id: str) -> SessionRef | None:
+        def body(conn: sqlite3.Connection) -> SessionRef | None:
+            found = conn.execute(
+                f"SELECT {_REF_COLUMNS} FROM sessions WHERE session_id = ? AND state != 'deleted'",
+                (session_id,),
+            ).fetchone()
+            if found is None:
+                return None
+            ref = _ref(found)._replace(version=found[1] + 1, state=SessionState.DELETED)
+            conn.execute(
                 "UPDATE sessions SET state = 'deleted', lease_owner = NULL,"
-                " version = version + 1, updated_at = ?"
-                " WHERE session_id = ? AND state != 'deleted'",
-                (_to_us(utcnow()), session_id),
+                " lease_expires_at = NULL, version = ?, updated_at = ? WHERE session_id = ?",
+                (ref.version, _now_us(), session_id),
             )
-            return cursor.rowcount == 1
+            return ref
 
         return await self._write(body)
 
-    async def purge(self, *, session_id: str | None = None, user_id: str | None = None) -> int:
-        self._require_open()
+    async def purge(
+        self, *, session_id: str | None = None, user_id: str | None = None
+    ) -> list[SessionRef]:
+        conn, worker = self._require_open()
         if session_id is None and user_id is None:
-            return 0
+            return []
         clauses, params = [], []
         if session_id is not None:
             clauses.append("session_id = ?")
@@ -886,13 +948,68 @@ class SQLiteStore(SessionStore):
         if user_id is not None:
             clauses.append("user_id = ?")
             params.append(user_id)
-        # Checkpoints go with their session through ON DELETE CASCADE.
-        sql = f"DELETE FROM sessions WHERE {' AND '.join(clauses)}"
+        where = " AND ".join(clauses)
 
-        def body(conn: sqlite3.Connection) -> int:
-            return conn.execute(sql, params).rowcount
+        def body(conn: sqlite3.Connection) -> list[SessionRef]:
+            found = conn.execute(
+                f"SELECT {_REF_COLUMNS} FROM sessions WHERE {where} ORDER BY session_id", params
+            ).fetchall()
+            # Checkpoints go with their session through ON DELETE CASCADE.
+            conn.execute(f"DELETE FROM sessions WHERE {where}", params)
+            return [_ref(row) for row in found]
 
-        return await self._write(body)
+        def purge_sync() -> list[SessionRef]:
+            removed = self._write_sync(conn, body)
+            if removed:
+                self._erase_sync(conn)
+            return removed
+
+        return await self._submit(worker, purge_sync)
+
+    def _erase_sync(self, conn: sqlite3.Connection) -> None:
+        """Scrub purged content from the files once the purge has committed.
+
+        secure_delete has zeroed the freed space in the pages the purge wrote, but older
+        images of those pages may still sit in the WAL: a TRUNCATE checkpoint copies the
+        zeroed pages into the database file and cuts the WAL to zero bytes. It waits (up to
+        the busy timeout) for readers in other processes; if they outlast it, the WAL keeps
+        the old frames until a later checkpoint overwrites them.
+        """
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            logger.warning("%s: the WAL checkpoint after a purge failed: %s", self.url, exc)
+            return
+        if busy:
+            logger.warning(
+                "%s: readers kept the WAL checkpoint after a purge from completing; the WAL"
+                " may still hold purged content",
+                self.url,
+            )
+
+    async def describe(self, session_ids: Sequence[str]) -> list[SessionRef]:
+        ids = sorted(set(session_ids))
+        chunks = [ids[i : i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK)]
+
+        def body(conn: sqlite3.Connection) -> list[SessionRef]:
+            out: list[SessionRef] = []
+            for chunk in chunks:
+                marks = ", ".join("?" * len(chunk))
+                out.extend(
+                    _ref(row)
+                    for row in conn.execute(
+                        f"SELECT {_REF_COLUMNS} FROM sessions"
+                        f" WHERE session_id IN ({marks}) AND state != 'deleted'",
+                        chunk,
+                    )
+                )
+            out.sort()
+            return out
+
+        self._require_open()
+        if not ids:
+            return []
+        return await self._read(body, snapshot=len(chunks) > 1)
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -955,22 +1072,22 @@ class SQLiteStore(SessionStore):
 
     # --- liveness --------------------------------------------------------------------------
 
-    async def sweep_stale(self, cutoff: datetime, *, limit: int) -> list[SweptSession]:
-        cutoff_us = _to_us(cutoff)
+    async def sweep_stale(self, max_age: timedelta, *, limit: int) -> list[SessionRef]:
+        max_age_us = bound_age(max_age) // _US
         # With SQLite's JSON functions the context is amended in place and never leaves SQLite
         # (json_set keeps the stored text and appends the key, as the Python merge would).
         in_sql = self._json
         columns = "session_id, version, agent_type, user_id" + ("" if in_sql else ", context")
 
-        def body(conn: sqlite3.Connection) -> list[SweptSession]:
+        def body(conn: sqlite3.Connection) -> list[SessionRef]:
+            now = _now_us()
             doomed = conn.execute(
                 # Pinned: the planner would rather sort every active session by heartbeat.
                 f"SELECT {columns} FROM sessions INDEXED BY sessions_stale_sweep"
                 " WHERE state = 'active' AND last_heartbeat < ?"
                 " ORDER BY last_heartbeat LIMIT ?",
-                (cutoff_us, _bound(limit)),
+                (now - max_age_us, _bound(limit)),
             ).fetchall()
-            now = _to_us(utcnow())
             if in_sql:
                 conn.executemany(
                     "UPDATE sessions SET state = 'failed',"
@@ -993,7 +1110,7 @@ class SQLiteStore(SessionStore):
                     ],
                 )
             failed = SessionState.FAILED
-            return [SweptSession(row[0], row[1] + 1, row[2], row[3], failed) for row in doomed]
+            return [SessionRef(row[0], row[1] + 1, row[2], row[3], failed) for row in doomed]
 
         return await self._write(body)
 
@@ -1002,7 +1119,7 @@ class SQLiteStore(SessionStore):
 
         def body(conn: sqlite3.Connection) -> Lease:
             row = _live(conn, session_id)
-            now = _to_us(utcnow())
+            now = _now_us()
             if row.lease_is_live(now) and row.lease_owner != owner:
                 raise LeaseHeld(f"session {session_id} is leased to {row.lease_owner!r}")
             token, expires = row.lease_token + 1, now + ttl_us
@@ -1020,7 +1137,7 @@ class SQLiteStore(SessionStore):
 
         def body(conn: sqlite3.Connection) -> Lease:
             row = _live(conn, lease.session_id)
-            now = _to_us(utcnow())
+            now = _now_us()
             row.check_fence(lease, now)
             expires = now + ttl_us
             conn.execute(
@@ -1034,7 +1151,7 @@ class SQLiteStore(SessionStore):
     async def release(self, lease: Lease) -> None:
         def body(conn: sqlite3.Connection) -> None:
             row = _live(conn, lease.session_id)
-            row.check_fence(lease, _to_us(utcnow()))
+            row.check_fence(lease, _now_us())
             conn.execute(
                 "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL"
                 " WHERE session_id = ?",
@@ -1043,16 +1160,14 @@ class SQLiteStore(SessionStore):
 
         await self._write(body)
 
-    async def expire_leases(self, now: datetime, *, limit: int) -> list[Lease]:
-        now_us = _to_us(now)
-
+    async def expire_leases(self, *, limit: int) -> list[Lease]:
         def body(conn: sqlite3.Connection) -> list[Lease]:
             expired = conn.execute(
                 "SELECT session_id, lease_owner, lease_token, lease_expires_at"
                 " FROM sessions INDEXED BY sessions_lease_expiry"
                 " WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?"
                 " ORDER BY lease_expires_at LIMIT ?",
-                (now_us, _bound(limit)),
+                (_now_us(), _bound(limit)),
             ).fetchall()
             conn.executemany(
                 "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL"
@@ -1071,10 +1186,47 @@ class SQLiteStore(SessionStore):
             row = _live(conn, session_id)
             if row.lease_owner is None or row.lease_expires_at is None:
                 return None
-            if not row.lease_is_live(_to_us(utcnow())):
+            if not row.lease_is_live(_now_us()):
                 return None
             return Lease(
                 session_id, row.lease_owner, row.lease_token, _from_us(row.lease_expires_at)
             )
 
         return await self._read(body)
+
+    # --- tier epochs -----------------------------------------------------------------------
+
+    async def tier_epoch(self, namespace: str) -> TierEpoch:
+        def read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            found: tuple[Any, ...] | None = conn.execute(_SELECT_EPOCH, (namespace,)).fetchone()
+            return found
+
+        def create(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            conn.execute(_INSERT_EPOCH, (namespace,))
+            found: tuple[Any, ...] = conn.execute(_SELECT_EPOCH, (namespace,)).fetchone()
+            return found
+
+        # The row almost always exists: a plain read, and a write only the first time.
+        found = await self._read(read)
+        if found is None:
+            found = await self._write(create)
+        return TierEpoch(int(found[0]), found[1])
+
+    async def bump_tier_epoch(
+        self, namespace: str | None = None, *, cache_id: str | None = None
+    ) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            if namespace is None:
+                conn.execute(
+                    "UPDATE tier_epochs SET epoch = epoch + 1, cache_id = coalesce(?, cache_id)",
+                    (cache_id,),
+                )
+                return
+            conn.execute(_INSERT_EPOCH, (namespace,))
+            conn.execute(
+                "UPDATE tier_epochs SET epoch = epoch + 1, cache_id = coalesce(?, cache_id)"
+                " WHERE namespace = ?",
+                (cache_id, namespace),
+            )
+
+        await self._write(body)
