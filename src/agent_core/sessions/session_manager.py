@@ -317,7 +317,8 @@ class SessionManager(AsyncResource):
             EventKind.CHECKPOINT,
             result.session,
             {"seq": result.checkpoint.seq, "name": name},
-            appended=[result.checkpoint] if result.created else [],
+            appended=[result.checkpoint],
+            write_through=result.created,
         )
         return result.checkpoint
 

@@ -229,17 +229,21 @@ class Coherence(AsyncResource):
         head: AgentSession,
         data: dict[str, Any] | None = None,
         appended: Sequence[SessionCheckpoint] = (),
+        *,
+        write_through: bool = True,
     ) -> None:
         """After one committed change whose new head is ``head``.
 
         When this process's tier holds the version just before, the new version is that entry
         plus this change (the head carries every field, ``appended`` joins the window): it is
         written through to this tier, so this process's next read is a hit. Every other tier
-        gets a tombstone at the new version (40 bytes), and the next reader fills it.
+        gets a tombstone at the new version (40 bytes), and the next reader fills it. Without
+        ``write_through`` (the caller does not know which change made ``head``), this process's
+        tier only drops its entry.
         """
         local = self.local
         if local is not None:
-            previous = local.exact(head.session_id, head.version - 1)
+            previous = local.exact(head.session_id, head.version - 1) if write_through else None
             if previous is not None:
                 window = [*previous.checkpoints, *appended][-self.window :]
                 local.put(replace(head, checkpoints=window))
