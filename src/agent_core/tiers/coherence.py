@@ -268,7 +268,7 @@ class Coherence(AsyncResource):
                 self.local.discard(ref.session_id)
         changes = [Change(ref.session_id, DELETED_VERSION) for ref in refs]
         missed = await self._commit_slices(changes, [event(EventKind.PURGED, r) for r in refs])
-        if missed or not self.tier.caches:
+        if missed or not (self.tier.caches or self.store.in_process):
             # Caches this tier could not reach (or, without one, other applications' caches):
             # wait until no process can still trust an entry of the epoch just left.
             await self._invalidate_everywhere(None if not self.tier.caches else self.namespace)
