@@ -1,20 +1,22 @@
 """The in-process cache tier: bounded in entries, in bytes and in time; never the source of truth.
 
-Entries are kept encoded (the session's JSON as bytes), so no caller ever holds a reference to
-what the tier keeps: every hit decodes a fresh object, and the byte bound is exact.
+Entries are kept encoded (the head and each checkpoint as JSON bytes), so no caller ever holds a
+reference to what the tier keeps: every hit decodes a fresh object, and the byte bound is exact.
+An append advances an entry by encoding only the new head and checkpoint.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import orjson
 
-from agent_core.sessions.session_models import AgentSession
+from agent_core.sessions.session_models import AgentSession, SessionCheckpoint
 
-__all__ = ["DEFAULT_MAX_BYTES", "LocalCache", "LocalEntry"]
+__all__ = ["DEFAULT_MAX_BYTES", "LocalCache", "LocalEntry", "decode"]
 
 DEFAULT_MAX_BYTES = 128 * 2**20
 """Default byte bound of the tier: 128 MiB of encoded sessions."""
@@ -23,15 +25,26 @@ DEFAULT_MAX_BYTES = 128 * 2**20
 class LocalEntry(NamedTuple):
     version: int
     expires_at: float  # time.monotonic()
-    body: bytes  # AgentSession.to_dict() as JSON
+    head: bytes  # AgentSession.to_dict() without checkpoints, as JSON
+    checkpoints: tuple[bytes, ...]  # each SessionCheckpoint.to_dict() as JSON, oldest first
+    nbytes: int
 
 
-def encode(session: AgentSession) -> bytes:
-    return orjson.dumps(session.to_dict())
+def _entry(version: int, expires_at: float, head: bytes, cps: tuple[bytes, ...]) -> LocalEntry:
+    return LocalEntry(version, expires_at, head, cps, len(head) + sum(map(len, cps)))
 
 
-def decode(body: bytes) -> AgentSession:
-    return AgentSession.from_dict(orjson.loads(body))
+def _encode_head(session: AgentSession) -> bytes:
+    data = session.to_dict()
+    data["checkpoints"] = []
+    return orjson.dumps(data)
+
+
+def decode(entry: LocalEntry) -> AgentSession:
+    """A new session object from ``entry``: nothing of it is shared with the tier."""
+    data = orjson.loads(entry.head)
+    data["checkpoints"] = orjson.loads(b"[" + b",".join(entry.checkpoints) + b"]")
+    return AgentSession.from_dict(data)
 
 
 class LocalCache:
@@ -73,34 +86,42 @@ class LocalCache:
         self._entries.move_to_end(session_id)
         return entry
 
-    def exact(self, session_id: str, version: int) -> AgentSession | None:
-        """A decoded copy of the entry if it is live and at exactly ``version``."""
-        entry = self.peek(session_id)
-        if entry is None or entry.version != version:
-            return None
-        return decode(entry.body)
-
     def put(self, session: AgentSession) -> None:
         """Keep ``session`` (encoded) unless an entry at its version or newer is held."""
         current = self._entries.get(session.session_id)
         if current is not None and current.version >= session.version:
             return
-        self.discard(session.session_id)
-        body = encode(session)
-        if len(body) > self.max_bytes:
+        cps = tuple(orjson.dumps(cp.to_dict()) for cp in session.checkpoints)
+        self._keep(session.session_id, session.version, _encode_head(session), cps)
+
+    def advance(
+        self, head: AgentSession, appended: Sequence[SessionCheckpoint], window: int
+    ) -> bool:
+        """If the tier holds the version just before ``head``, keep ``head.version`` as that
+        entry's checkpoints plus ``appended`` (the last ``window``) under ``head``'s fields,
+        without decoding the entry. Returns whether it did."""
+        entry = self.peek(head.session_id)
+        if entry is None or entry.version != head.version - 1:
+            return False
+        cps = entry.checkpoints + tuple(orjson.dumps(cp.to_dict()) for cp in appended)
+        self._keep(head.session_id, head.version, _encode_head(head), cps[-window:])
+        return True
+
+    def _keep(self, session_id: str, version: int, head: bytes, cps: tuple[bytes, ...]) -> None:
+        self.discard(session_id)
+        entry = _entry(version, time.monotonic() + self.ttl, head, cps)
+        if entry.nbytes > self.max_bytes:
             return
-        self._entries[session.session_id] = LocalEntry(
-            session.version, time.monotonic() + self.ttl, body
-        )
-        self.nbytes += len(body)
+        self._entries[session_id] = entry
+        self.nbytes += entry.nbytes
         while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
-            self.nbytes -= len(evicted.body)
+            self.nbytes -= evicted.nbytes
 
     def discard(self, session_id: str) -> None:
         entry = self._entries.pop(session_id, None)
         if entry is not None:
-            self.nbytes -= len(entry.body)
+            self.nbytes -= entry.nbytes
 
     def clear(self) -> None:
         self._entries.clear()

@@ -173,7 +173,7 @@ class Coherence(AsyncResource):
             if entry is not None:
                 if await self._is_current(session_id, entry.version):
                     self.stats["hits.local"] += 1
-                    return decode(entry.body)
+                    return decode(entry)
                 local.discard(session_id)
         tier = self.tier
         trusted = tier.caches and self._trusted()
@@ -242,13 +242,8 @@ class Coherence(AsyncResource):
         tier only drops its entry.
         """
         local = self.local
-        if local is not None:
-            previous = local.exact(head.session_id, head.version - 1) if write_through else None
-            if previous is not None:
-                window = [*previous.checkpoints, *appended][-self.window :]
-                local.put(replace(head, checkpoints=window))
-            else:
-                local.discard(head.session_id)
+        if local is not None and not (write_through and local.advance(head, appended, self.window)):
+            local.discard(head.session_id)
         await self._commit([Change(head.session_id, head.version)], [event(kind, head, data)])
 
     async def deleted(self, session_id: str, ref: SessionRef | None) -> None:
