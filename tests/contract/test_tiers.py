@@ -17,7 +17,7 @@ from agent_core.bus.base import EventKind, SessionEvent
 from agent_core.bus.local import InProcessBus
 from agent_core.cache.base import DELETED_VERSION
 from agent_core.factory import tier_from_url
-from agent_core.sessions.session_models import AgentSession
+from agent_core.sessions.session_models import AgentSession, SessionCheckpoint
 from agent_core.tiers.base import Change, SharedTier
 from agent_core.tiers.notify import BusTier
 
@@ -53,7 +53,7 @@ def _event(session_id: str, version: int, kind: EventKind = EventKind.CONTEXT) -
     return SessionEvent(kind, session_id, version, agent_type="grader", user_id="u1")
 
 
-async def _collect(tier: SharedTier, count: int) -> tuple[list[SessionEvent], Any]:
+async def _collect(tier: SharedTier) -> tuple[list[SessionEvent], Any]:
     got: list[SessionEvent] = []
     unsubscribe = tier.bus.subscribe(got.append)
     return got, unsubscribe
@@ -69,7 +69,7 @@ async def test_announced_events_reach_the_other_tier_in_order(
     tiers: tuple[SharedTier, SharedTier],
 ) -> None:
     a, b = tiers
-    got, unsubscribe = await _collect(b, 3)
+    got, unsubscribe = await _collect(b)
     await asyncio.sleep(0.1)  # listeners subscribe asynchronously on some backends
     sid = str(uuid.uuid4())
     await a.announce([_event(sid, 1), _event(sid, 2)])
@@ -82,7 +82,7 @@ async def test_announced_events_reach_the_other_tier_in_order(
 
 async def test_commit_announces_its_events(tiers: tuple[SharedTier, SharedTier]) -> None:
     a, b = tiers
-    got, unsubscribe = await _collect(b, 2)
+    got, unsubscribe = await _collect(b)
     await asyncio.sleep(0.1)
     sids = [str(uuid.uuid4()) for _ in range(2)]
     await a.commit([Change(s, 2) for s in sids], [_event(s, 2) for s in sids], epoch=0)
@@ -173,3 +173,40 @@ async def test_identity_is_stable_while_the_server_lives(
     first = await a.identity()
     assert first == await b.identity() == await a.identity()
     assert bool(first) is a.caches
+
+
+async def test_a_step_advances_the_entry_it_follows_and_only_that(
+    tiers: tuple[SharedTier, SharedTier],
+) -> None:
+    a, b = tiers
+    s = _session(1, step=1)
+    s.checkpoint("one", {"n": 1})
+    s.checkpoints[-1].seq = 1
+    s.checkpoint_count = 1
+    await b.fill(s, epoch=2)
+    head = AgentSession(
+        agent_type="grader", user_id="u1", session_id=s.session_id, context={"step": 2}
+    )
+    head.version, head.checkpoint_count = 2, 2
+    added = SessionCheckpoint("two", data={"n": 2}, seq=2)
+    await a.commit([Change(s.session_id, 2, None, head, (added,), 1)], [], epoch=2)
+    got = await b.get(s.session_id, 2)
+    if not a.caches:
+        assert got is None
+        return
+    # Advanced in place: the new head's fields, the window trimmed to the step's window of 1.
+    assert got is not None and got.version == 2 and got.context == {"step": 2}
+    assert [(cp.seq, cp.name, cp.data) for cp in got.checkpoints] == [(2, "two", {"n": 2})]
+    assert got.checkpoint_count == 2
+    # A step that does not follow what the tier holds leaves a tombstone at its version.
+    head.version = 4
+    await a.commit([Change(s.session_id, 4, None, head, (), 1)], [], epoch=2)
+    assert await b.get(s.session_id, 2) is None
+    assert await b.header(s.session_id) == (4, 2)
+    # ...and so does a step of another epoch.
+    other = _session(1)
+    await b.fill(other, epoch=2)
+    head.session_id, head.version = other.session_id, 2
+    await a.commit([Change(other.session_id, 2, None, head, (), 1)], [], epoch=3)
+    assert await b.header(other.session_id) == (2, 3)
+    assert await b.get(other.session_id, 3) is None

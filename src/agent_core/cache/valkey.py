@@ -3,7 +3,13 @@
 Value format (one string per key, ``keys.session_key(namespace, id)``)::
 
     <version: 20 digits><epoch: 20 digits><AgentSession.to_dict() as JSON>   an entry
+    ... followed by any number of b"\n" + <a step's delta as JSON>             an entry, advanced
     <version: 20 digits><epoch: 20 digits>                                    a tombstone
+
+A *step* is one committed change of a session (its new head and the checkpoints it added):
+instead of a tombstone, the writer sends it as a delta that the script appends to an entry at
+exactly the previous version, so the next reader in any process still gets a hit. A reader
+applies the deltas in order. JSON from orjson never holds a raw newline, so the split is exact.
 
 Digits are ASCII, zero padded. A fixed-width decimal header lets the Lua script compare versions
 exactly as strings (Lua numbers are doubles, which cannot hold every 64-bit version), and lets
@@ -34,7 +40,7 @@ from agent_core.errors import (
     NotOpenError,
 )
 from agent_core.resource import AsyncResource
-from agent_core.sessions.session_models import AgentSession
+from agent_core.sessions.session_models import AgentSession, SessionCheckpoint
 
 __all__ = [
     "WRITE_SCRIPT",
@@ -56,8 +62,11 @@ _SCHEMES = {"valkey": "redis", "valkeys": "rediss", "redis": "redis", "rediss": 
 
 # One compare-and-set per key, each optionally followed by a PUBLISH (a write and its event go
 # out as one command). KEYS[i] the session keys; ARGV[1] a channel ('' for none); then per key
-# i: ARGV[3i-1] the new value (header + body, or a bare header for a tombstone), ARGV[3i] its
-# TTL in milliseconds, ARGV[3i+1] the message to publish after that write. Nothing replaces a
+# i: ARGV[3i-1] the new value, ARGV[3i] its TTL in milliseconds, ARGV[3i+1] the message to
+# publish after that write. A value is an entry (header + body), a tombstone (a bare header),
+# or a *step*: '+', the version it follows (20 digits), a header and '\n' + a delta. A step
+# extends an entry at exactly the version it follows, of the same epoch, by its delta (up to
+# 256 KiB per key); otherwise it is written as the tombstone of its header. Nothing replaces a
 # newer version. At the same version, a value replaces a tombstone (which only says "v is
 # committed") or an entry of an older epoch; an entry of the same epoch already holds v.
 # The event goes out either way: the write it announces did commit.
@@ -68,14 +77,32 @@ local channel = ARGV[1]
 local written, most = 0, 0
 for i = 1, #KEYS do
   local value = ARGV[3 * i - 1]
-  local new = string.sub(value, 1, 20)
   local cur = redis.call('GET', KEYS[i])
-  local old = cur and string.sub(cur, 1, 20)
-  if not cur or old < new
-     or (old == new and (string.len(cur) <= 40
-                         or string.sub(cur, 21, 40) < string.sub(value, 21, 40))) then
-    redis.call('SET', KEYS[i], value, 'PX', ARGV[3 * i])
-    written = written + 1
+  local done = false
+  if string.sub(value, 1, 1) == '+' then
+    local after = string.sub(value, 2, 21)
+    value = string.sub(value, 22)
+    if cur and string.len(cur) > 40 and string.sub(cur, 1, 20) == after
+       and string.sub(cur, 21, 40) == string.sub(value, 21, 40)
+       and string.len(cur) + string.len(value) <= 262144 then
+      redis.call('SET', KEYS[i],
+                 string.sub(value, 1, 40) .. string.sub(cur, 41) .. string.sub(value, 41),
+                 'PX', ARGV[3 * i])
+      written = written + 1
+      done = true
+    else
+      value = string.sub(value, 1, 40)
+    end
+  end
+  if not done then
+    local new = string.sub(value, 1, 20)
+    local old = cur and string.sub(cur, 1, 20)
+    if not cur or old < new
+       or (old == new and (string.len(cur) <= 40
+                           or string.sub(cur, 21, 40) < string.sub(value, 21, 40))) then
+      redis.call('SET', KEYS[i], value, 'PX', ARGV[3 * i])
+      written = written + 1
+    end
   end
   if channel ~= '' then
     local n = redis.call('PUBLISH', channel, ARGV[3 * i + 1])
@@ -125,6 +152,26 @@ def parse_header(raw: bytes) -> tuple[int, int] | None:
     if len(raw) < _HEADER or not raw[:_HEADER].isdigit():
         return None
     return int(raw[:_VERSION]), int(raw[_VERSION:_HEADER])
+
+
+def _decode_entry(body: bytes | str) -> dict[str, Any]:
+    """An entry's ``to_dict()`` form, with the deltas of the steps that advanced it applied."""
+    if isinstance(body, str):  # a client with decode_responses=True
+        body = body.encode()
+    if b"\n" not in body:
+        data: dict[str, Any] = orjson.loads(body)
+        return data
+    first, *deltas = body.split(b"\n")
+    data = orjson.loads(first)
+    checkpoints = data["checkpoints"]
+    for raw in deltas:
+        delta = orjson.loads(raw)
+        checkpoints.extend(delta.pop("c"))
+        window = delta.pop("w")
+        data.update(delta)
+        if len(checkpoints) > window:
+            del checkpoints[:-window]
+    return data
 
 
 def is_pool_exhausted(exc: BaseException) -> bool:
@@ -299,7 +346,7 @@ class ValkeyCache(AsyncResource):
             self.stats["misses"] += 1
             return None
         try:
-            session = AgentSession.from_dict(orjson.loads(raw[_HEADER:]))
+            session = AgentSession.from_dict(_decode_entry(raw[_HEADER:]))
         except Exception as exc:
             # Not an entry this code wrote (a foreign or damaged value): never serve it.
             self.stats["errors"] += 1
@@ -336,6 +383,30 @@ class ValkeyCache(AsyncResource):
         return CacheWrite(
             keys.session_key(self.namespace, session.session_id),
             _header(session.version, epoch) + orjson.dumps(session.to_dict()),
+            self._ttl_ms,
+        )
+
+    def step_write(
+        self,
+        head: AgentSession,
+        appended: Sequence[SessionCheckpoint],
+        window: int,
+        epoch: int = 0,
+    ) -> CacheWrite:
+        """The write of one committed change: ``head`` (the new head) and the checkpoints it
+        added; it advances an entry at ``head.version - 1``, else leaves a tombstone."""
+        if self._broken_until:
+            self._refuse()
+        delta = head.to_dict()
+        delta.pop("checkpoints", None)
+        delta["c"] = [cp.to_dict() for cp in appended]
+        delta["w"] = window
+        return CacheWrite(
+            keys.session_key(self.namespace, head.session_id),
+            b"+%020d" % (head.version - 1)
+            + _header(head.version, epoch)
+            + b"\n"
+            + orjson.dumps(delta),
             self._ttl_ms,
         )
 

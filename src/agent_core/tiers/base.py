@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from agent_core.bus.base import EventBus, SessionEvent
 from agent_core.resource import AsyncResource
-from agent_core.sessions.session_models import AgentSession
+from agent_core.sessions.session_models import AgentSession, SessionCheckpoint
 
 __all__ = ["Change", "SharedTier"]
 
@@ -29,11 +29,17 @@ __all__ = ["Change", "SharedTier"]
 class Change(NamedTuple):
     """What a committed write did to one session, for a caching tier: it now stands at
     ``version`` (``DELETED_VERSION`` once deleted or purged). With ``entry`` (that very
-    version, windowed), the tier may keep it; otherwise it leaves a tombstone at ``version``."""
+    version, windowed), the tier may keep it. With ``head`` (the head at ``version``) and
+    ``appended`` (the checkpoints that change added), the change is one *step* from the
+    version before: a tier holding exactly that version may advance its entry by it (keeping
+    the last ``window`` checkpoints). Otherwise the tier leaves a tombstone at ``version``."""
 
     session_id: str
     version: int
     entry: AgentSession | None = None
+    head: AgentSession | None = None
+    appended: tuple[SessionCheckpoint, ...] = ()
+    window: int = 0
 
 
 class SharedTier(AsyncResource, ABC):

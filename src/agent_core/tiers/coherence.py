@@ -236,15 +236,20 @@ class Coherence(AsyncResource):
 
         When this process's tier holds the version just before, the new version is that entry
         plus this change (the head carries every field, ``appended`` joins the window): it is
-        written through to this tier, so this process's next read is a hit. Every other tier
-        gets a tombstone at the new version (40 bytes), and the next reader fills it. Without
-        ``write_through`` (the caller does not know which change made ``head``), this process's
-        tier only drops its entry.
+        written through to this tier, so this process's next read is a hit. The shared cache
+        gets the change as a step: an entry at the version before is advanced by it (the next
+        reader anywhere gets a hit), anything else becomes a tombstone at the new version.
+        Without ``write_through`` (the caller does not know which change made ``head``), every
+        tier only drops what it holds.
         """
         local = self.local
         if local is not None and not (write_through and local.advance(head, appended, self.window)):
             local.discard(head.session_id)
-        await self._commit([Change(head.session_id, head.version)], [event(kind, head, data)])
+        if write_through:
+            change = Change(head.session_id, head.version, None, head, tuple(appended), self.window)
+        else:
+            change = Change(head.session_id, head.version)
+        await self._commit([change], [event(kind, head, data)])
 
     async def deleted(self, session_id: str, ref: SessionRef | None) -> None:
         """After a soft delete (``ref``) or a delete that found nothing live (``None``): every

@@ -78,6 +78,8 @@ class ValkeyTier(SharedTier):
     def _write(self, change: Change, epoch: int) -> CacheWrite:
         if change.entry is not None:
             return self.cache.entry_write(change.entry, epoch)
+        if change.head is not None:
+            return self.cache.step_write(change.head, change.appended, change.window, epoch)
         return self.cache.tombstone_write(change.session_id, change.version, epoch)
 
     async def commit(
