@@ -210,3 +210,21 @@ async def test_a_step_advances_the_entry_it_follows_and_only_that(
     await a.commit([Change(other.session_id, 2, None, head, (), 1)], [], epoch=3)
     assert await b.header(other.session_id) == (2, 3)
     assert await b.get(other.session_id, 3) is None
+
+
+async def test_a_step_that_keeps_the_context_leaves_it_as_cached(
+    tiers: tuple[SharedTier, SharedTier],
+) -> None:
+    a, b = tiers
+    s = _session(1, step=1)
+    s.metadata = {"tenant": "acme"}
+    await b.fill(s, epoch=0)
+    head = AgentSession(agent_type="grader", user_id="u1", session_id=s.session_id)
+    head.version = 2  # its context and metadata are empty: a step that keeps them sends neither
+    await a.commit([Change(s.session_id, 2, None, head, (), 50, True)], [], epoch=0)
+    got = await b.get(s.session_id, 0)
+    if not a.caches:
+        assert got is None
+        return
+    assert got is not None and got.version == 2
+    assert got.context == {"step": 1} and got.metadata == {"tenant": "acme"}

@@ -392,13 +392,18 @@ class ValkeyCache(AsyncResource):
         appended: Sequence[SessionCheckpoint],
         window: int,
         epoch: int = 0,
+        *,
+        keeps_context: bool = False,
     ) -> CacheWrite:
         """The write of one committed change: ``head`` (the new head) and the checkpoints it
-        added; it advances an entry at ``head.version - 1``, else leaves a tombstone."""
+        added; it advances an entry at ``head.version - 1``, else leaves a tombstone. With
+        ``keeps_context`` (an append, a heartbeat) the context and metadata stay out of it."""
         if self._broken_until:
             self._refuse()
         delta = head.to_dict()
         delta.pop("checkpoints", None)
+        if keeps_context:
+            del delta["context"], delta["metadata"]
         delta["c"] = [cp.to_dict() for cp in appended]
         delta["w"] = window
         return CacheWrite(

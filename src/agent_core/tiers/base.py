@@ -32,7 +32,9 @@ class Change(NamedTuple):
     version, windowed), the tier may keep it. With ``head`` (the head at ``version``) and
     ``appended`` (the checkpoints that change added), the change is one *step* from the
     version before: a tier holding exactly that version may advance its entry by it (keeping
-    the last ``window`` checkpoints). Otherwise the tier leaves a tombstone at ``version``."""
+    the last ``window`` checkpoints; with ``keeps_context``, the step left ``context`` and
+    ``metadata`` as they were, so they need not travel). Otherwise the tier leaves a tombstone
+    at ``version``."""
 
     session_id: str
     version: int
@@ -40,6 +42,7 @@ class Change(NamedTuple):
     head: AgentSession | None = None
     appended: tuple[SessionCheckpoint, ...] = ()
     window: int = 0
+    keeps_context: bool = False
 
 
 class SharedTier(AsyncResource, ABC):

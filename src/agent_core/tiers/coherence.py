@@ -246,7 +246,11 @@ class Coherence(AsyncResource):
         if local is not None and not (write_through and local.advance(head, appended, self.window)):
             local.discard(head.session_id)
         if write_through:
-            change = Change(head.session_id, head.version, None, head, tuple(appended), self.window)
+            # Appends and heartbeats leave context and metadata alone: the step need not carry them.
+            same = kind in (EventKind.CHECKPOINT, EventKind.HEARTBEAT)
+            change = Change(
+                head.session_id, head.version, None, head, tuple(appended), self.window, same
+            )
         else:
             change = Change(head.session_id, head.version)
         await self._commit([change], [event(kind, head, data)])

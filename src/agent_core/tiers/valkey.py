@@ -79,7 +79,13 @@ class ValkeyTier(SharedTier):
         if change.entry is not None:
             return self.cache.entry_write(change.entry, epoch)
         if change.head is not None:
-            return self.cache.step_write(change.head, change.appended, change.window, epoch)
+            return self.cache.step_write(
+                change.head,
+                change.appended,
+                change.window,
+                epoch,
+                keeps_context=change.keeps_context,
+            )
         return self.cache.tombstone_write(change.session_id, change.version, epoch)
 
     async def commit(
