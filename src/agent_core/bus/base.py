@@ -1,11 +1,11 @@
 """Session events and the bus that carries them between processes.
 
-One channel serves two purposes: subscribers of ``SessionManager.events()`` see what happened,
-and every manager's in-process cache tier drops the entries that the event made stale.
+Subscribers of ``SessionManager.events()`` see what happened. No cache relies on events: the
+coherence layer proves freshness by versions (``agent_core.tiers.coherence``).
 
 Delivery is at most once and in publish order per publisher. A bus that loses its connection
-bumps ``generation``: whoever keeps state derived from events (the local cache tier) must treat
-everything it holds as stale at that moment, because events may have been missed.
+bumps ``generation``: whoever keeps state derived from events must treat it as possibly stale
+at that moment, because events may have been missed.
 """
 
 from __future__ import annotations
@@ -109,13 +109,7 @@ class EventBus(AsyncResource, ABC):
 
     @property
     def is_shared(self) -> bool:
-        """True when events reach other processes (so local caches may trust it)."""
-        return False
-
-    @property
-    def poll_is_complete(self) -> bool:
-        """True when ``poll()`` dispatches every event whose ``publish`` returned anywhere
-        before the call: then an in-process cache may trust invalidations to be in time."""
+        """True when events reach other processes."""
         return False
 
     @property
@@ -124,18 +118,15 @@ class EventBus(AsyncResource, ABC):
         return True
 
     def poll(self) -> None:
-        """Dispatch, synchronously, every event already received but not yet handled.
-
-        Called before serving from the in-process cache so that an invalidation which reached
-        this process before the read is applied before it.
-        """
+        """Dispatch, synchronously, every event already received but not yet handled."""
 
     @abstractmethod
     async def publish(self, event: SessionEvent, *, fenced: bool = True) -> None:
         """Send ``event`` to every subscriber in every process. Raises ``CacheUnavailable``.
 
-        With ``fenced`` (an event that invalidates cached state) and a bus whose
-        ``poll_is_complete``, return only once every subscriber's copy has left the broker.
+        With ``fenced``, wait until the event is sent (and raise if it could not be); a bus
+        may wait longer (``ValkeyBus(fence=True)``: until every subscriber's copy has left the
+        server). Without, it may return at once and drop the event on failure.
         """
 
     async def publish_many(self, events: Sequence[SessionEvent], *, fenced: bool = True) -> None:

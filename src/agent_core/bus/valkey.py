@@ -2,11 +2,11 @@
 
 Publishing goes through the ordinary (injected or owned) client. Receiving uses a dedicated,
 raw, non-blocking TCP connection speaking RESP2, watched with ``loop.add_reader``. A client
-library's subscriber only hands over messages after an await; ``poll()`` must instead take
-whatever the kernel already holds *synchronously*, so that the manager, which polls right
-before serving from its in-process tier, never serves an entry that an invalidation already in
-this process's socket buffer has made stale.
+library's subscriber only hands over messages after an await; ``poll()`` takes whatever the
+kernel already holds *synchronously*. (It was built for the in-process cache tier, which no
+longer relies on events at all: freshness is proven by versions, ``agent_core.tiers``.)
 
+With ``fence=True`` (the default for a bus used on its own; the Valkey tier turns it off),
 ``publish`` returns only once the event is in every subscriber's socket buffer (on one server):
 after the ``PUBLISH`` reply it makes one more round trip (a ``PING``). Valkey writes the
 ``PUBLISH`` reply and the messages to subscribers in the same pass of its event loop, reply
@@ -236,12 +236,6 @@ class ValkeyBus(EventBus):
     @property
     def is_shared(self) -> bool:
         return True
-
-    @property
-    def poll_is_complete(self) -> bool:
-        # Only with the publish fence (PING after PUBLISH) has every subscriber's copy left
-        # Valkey by the time publish() returns.
-        return self.fence
 
     @property
     def healthy(self) -> bool:
