@@ -20,7 +20,19 @@ from bench.workloads import Result
 
 __all__ = ["Target", "evaluate_targets", "format_table", "format_targets", "write_chart"]
 
-WORKLOAD_ORDER = ["W1", "W2", "W3", "W3-local", "W4", "W4-nolocal", "W5", "W5@1M", "W6", "W6@1M", "MEM"]
+WORKLOAD_ORDER = [
+    "W1",
+    "W2",
+    "W3",
+    "W3-local",
+    "W4",
+    "W4-nolocal",
+    "W5",
+    "W5@1M",
+    "W6",
+    "W6@1M",
+    "MEM",
+]
 SUBJECT = "ac-pg-valkey"
 
 
