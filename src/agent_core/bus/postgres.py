@@ -15,10 +15,12 @@ from typing import Any
 
 from agent_core.bus.base import EventBus, SessionEvent
 from agent_core.errors import MissingDependency
+from agent_core.logthrottle import LogThrottle
 
 __all__ = ["PostgresBus"]
 
 logger = logging.getLogger(__name__)
+_throttled = LogThrottle(logger)
 
 
 _CHANNEL_PREFIX = "agent_core_events_"
@@ -146,7 +148,7 @@ class PostgresBus(EventBus):
                 )
             except Exception as exc:
                 self.dropped += len(batch)
-                logger.warning("could not publish %d events: %s", len(batch), exc)
+                _throttled.warning("publish", "could not publish %d events: %s", len(batch), exc)
                 if self._publisher is not None:
                     self._publisher.terminate()
                     self._publisher = None

@@ -42,10 +42,12 @@ from agent_core.cache.valkey import (
     write_args,
 )
 from agent_core.errors import CacheUnavailable, ConfigurationError, NotOpenError
+from agent_core.logthrottle import LogThrottle
 
 __all__ = ["ValkeyBus"]
 
 logger = logging.getLogger(__name__)
+_throttled = LogThrottle(logger)
 
 _PING = b"*1\r\n$4\r\nPING\r\n"
 _CHUNK = 128  # messages per pipeline
@@ -385,7 +387,9 @@ class ValkeyBus(EventBus):
                     unawaited = len(batch) - len(waiting)
                     if unawaited:
                         self.dropped += unawaited
-                        logger.warning("dropped %d unfenced event batches: %s", unawaited, error)
+                        _throttled.warning(
+                            "dropped", "dropped %d unfenced event batches: %s", unawaited, error
+                        )
                     for done in waiting:
                         if not done.done():
                             done.set_exception(error)
@@ -692,7 +696,7 @@ class ValkeyBus(EventBus):
         self.generation += 1
         if self._closed:
             return
-        logger.warning("Valkey bus: subscriber connection lost (%s); reconnecting", exc)
+        _throttled.warning("lost", "Valkey bus: subscriber connection lost (%s); reconnecting", exc)
         self._start_reconnect()
 
     def _start_reconnect(self) -> None:

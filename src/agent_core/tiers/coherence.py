@@ -32,6 +32,7 @@ from agent_core.bus.base import EventKind, SessionEvent
 from agent_core.cache.base import DELETED_VERSION
 from agent_core.cache.local import LocalCache, decode
 from agent_core.errors import AgentCoreError, CacheUnavailable
+from agent_core.logthrottle import LogThrottle
 from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint
 from agent_core.stores.base import SessionRef, SessionStore
@@ -100,6 +101,7 @@ class Coherence(AsyncResource):
         self._tasks: list[asyncio.Task[None]] = []
         self._replayer: asyncio.Task[None] | None = None
         self._opened = False
+        self._log = LogThrottle(logger)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -357,7 +359,7 @@ class Coherence(AsyncResource):
         try:
             await self.store.bump_tier_epoch(namespace)
         except AgentCoreError as exc:
-            logger.warning("cannot bump the tier epoch yet, will retry: %s", exc)
+            self._log.warning("bump", "cannot bump the tier epoch yet, will retry: %s", exc)
             self._owed_bump = True
             self._start_replayer()
             return
@@ -394,4 +396,4 @@ class Coherence(AsyncResource):
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.stats[f"cache_errors.{what}"] += 1
-        logger.warning("shared tier %s failed, carrying on from the store: %s", what, exc)
+        self._log.warning(what, "shared tier %s failed, carrying on from the store: %s", what, exc)

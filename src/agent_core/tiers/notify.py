@@ -11,11 +11,13 @@ from collections.abc import Sequence
 
 from agent_core.bus.base import EventBus, SessionEvent
 from agent_core.errors import CacheUnavailable
+from agent_core.logthrottle import LogThrottle
 from agent_core.tiers.base import SharedTier
 
 __all__ = ["BusTier"]
 
 logger = logging.getLogger(__name__)
+_throttled = LogThrottle(logger)
 
 
 class BusTier(SharedTier):
@@ -44,4 +46,4 @@ class BusTier(SharedTier):
         except CacheUnavailable:
             if wait:
                 raise
-            logger.warning("dropped %d events: the bus is unavailable", len(events))
+            _throttled.warning("dropped", "dropped %d events: the bus is unavailable", len(events))
