@@ -13,6 +13,7 @@ __all__ = [
     "ConflictError",
     "InvalidSessionId",
     "InvalidTransition",
+    "InvalidValue",
     "LeaseHeld",
     "LeaseLost",
     "MissingDependency",
@@ -34,6 +35,12 @@ class ValidationError(AgentCoreError, ValueError):
 
 class InvalidSessionId(ValidationError):
     """A session id that is not a canonical UUID string."""
+
+
+class InvalidValue(ValidationError):
+    """A value outside the input rules (``agent_core.codec``): not plain JSON, nested too deep,
+    a string that is not valid Unicode, an integer outside 64 bits, a float that some backend
+    could not give back exactly. The message names the field and the path inside it."""
 
 
 class PayloadTooLarge(ValidationError):
