@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import re
@@ -19,21 +20,25 @@ import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from agent_core.cli_format import (
     DEFAULT_NAMESPACE,
     DEFAULT_STORE_URL,
+    env,
     format_table,
     human_age,
     human_duration,
     make_manager,
+    namespace,
+    require_existing_store,
     store_url,
     summarize,
 )
 from agent_core.errors import AgentCoreError, SessionNotFound, StoreUnavailable
 from agent_core.factory import ENV_PREFIX, hide_password
 from agent_core.models import AgentSession, SessionCheckpoint, utcnow
+from agent_core.sessions.governance import MAX_RETENTION_DAYS, AuditRecord, RetentionPolicy
 from agent_core.sessions.session_manager import SessionManager
 
 __all__ = ["format_table", "human_age", "human_duration", "main", "parse_duration"]
@@ -46,17 +51,51 @@ _PAGE = 1000
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Longer durations mean nothing for sessions (and some overflow a timedelta).
+_MAX_DURATION_DAYS = MAX_RETENTION_DAYS
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``48h``, ``2d`` or plain seconds."""
+    """``90s``, ``15m``, ``48h``, ``2d`` or plain seconds, up to 36500 days."""
     match = _DURATION.match(text.lower())
     if match is None:
         raise argparse.ArgumentTypeError(
             f"invalid duration {text!r} (use e.g. 90s, 15m, 48h, 2d or plain seconds)"
         )
     number, unit = match.groups()
-    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+    seconds = float(number) * _UNIT_SECONDS[unit]
+    if not seconds <= _MAX_DURATION_DAYS * 86400:
+        raise argparse.ArgumentTypeError(
+            f"duration {text!r} is too long (at most {_MAX_DURATION_DAYS}d)"
+        )
+    return timedelta(seconds=seconds)
+
+
+def _days(text: str) -> int | None:
+    """Whole days from 0 to 36500, or ``off`` (keep for ever)."""
+    if text.strip().lower() in ("off", "none", "never"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a whole number of days: {text!r} (or 'off' to keep for ever)"
+        ) from None
+    if not 0 <= value <= MAX_RETENTION_DAYS:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_RETENTION_DAYS}: {text!r}")
+    return value
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no login name and no passwd entry
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def _actor(args: argparse.Namespace) -> str:
+    actor: str | None = getattr(args, "actor", None)
+    return actor or _os_user()
 
 
 def _positive_float(text: str) -> float:
@@ -107,6 +146,7 @@ def _session_row(session: AgentSession, now: datetime) -> list[object]:
 
 async def cmd_sessions_ls(args: argparse.Namespace) -> int:
     state = None if args.state == "all" else args.state
+    require_existing_store(args)
     async with make_manager(args) as manager:
         sessions = await manager.list_sessions(
             state=state,
@@ -147,6 +187,7 @@ async def _last_checkpoints(
 
 
 async def cmd_sessions_show(args: argparse.Namespace) -> int:
+    require_existing_store(args)
     async with make_manager(args) as manager:
         session = await manager.get_session(args.session_id)
         if session is None:
@@ -229,14 +270,21 @@ async def cmd_reaper(args: argparse.Namespace) -> int:
             while True:
                 stamp = utcnow().isoformat(timespec="seconds")
                 try:
-                    expired, failed = await manager.reap(args.max_age)
+                    result = await manager.reap(args.max_age)
                 except StoreUnavailable as exc:
                     if args.once:
                         raise
                     # A daemon outlives a database restart: try again next round.
                     print(f"{stamp} round failed: {exc}", file=sys.stderr, flush=True)
                 else:
+                    expired, failed = result
                     print(f"{stamp} expired_leases={expired} failed_stale={failed}", flush=True)
+                    purged = result.retention
+                    print(
+                        f"{stamp} retention purged_deleted={purged.deleted}"
+                        f" purged_terminal={purged.terminal}",
+                        flush=True,
+                    )
                 if args.once:
                     break
                 try:
@@ -249,6 +297,174 @@ async def cmd_reaper(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
     if stop.is_set():
         print("reaper stopped", flush=True)
+    return 0
+
+
+# --- data governance -----------------------------------------------------------------------
+
+
+async def cmd_export(args: argparse.Namespace) -> int:
+    require_existing_store(args)
+    out = sys.stdout.buffer
+    async with make_manager(args) as manager:
+        lines = manager.export(args.user, actor=_actor(args), page_size=args.page_size)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                out.write(line)
+    out.flush()
+    return 0
+
+
+async def _count_user_sessions(manager: SessionManager, user_id: str) -> int:
+    count, after = 0, None
+    while True:
+        page = await manager.store.list_user_sessions(user_id, limit=_PAGE, after=after)
+        count += len(page)
+        if len(page) < _PAGE:
+            return count
+        after = page[-1].session_id
+
+
+def _confirm(question: str) -> bool:
+    print(f"{question} Type 'yes' to confirm: ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() == "yes"
+
+
+async def cmd_purge(args: argparse.Namespace) -> int:
+    if not args.yes and not sys.stdin.isatty():
+        raise _Refused(
+            "refusing to purge without confirmation: stdin is not a terminal (pass --yes)"
+        )
+    require_existing_store(args)
+    actor = _actor(args)
+    async with make_manager(args) as manager:
+        if not args.yes:
+            await manager.open()
+            if args.session is not None:
+                what = f"session {args.session}" + (
+                    f" of user {args.user!r}" if args.user is not None else ""
+                )
+            else:
+                count = await _count_user_sessions(manager, args.user)
+                what = f"{count} session(s) of user {args.user!r} (soft-deleted ones included)"
+            if not _confirm(f"Purge {what} for good? This cannot be undone."):
+                print("not confirmed: nothing purged", file=sys.stderr)
+                return 1
+        purged = await manager.purge(session_id=args.session, user_id=args.user, actor=actor)
+    subject = f"user {args.user!r}" if args.user is not None else f"session {args.session}"
+    print(f"purged {purged} session(s) of {subject} (audited as {actor!r})")
+    return 0
+
+
+def _days_text(days: int | None) -> str:
+    return "keep" if days is None else f"{days}d"
+
+
+async def cmd_retention_show(args: argparse.Namespace) -> int:
+    require_existing_store(args)
+    async with make_manager(args) as manager:
+        policies = await manager.retention_policies()
+    if args.json:
+        print(_dump_json([_policy_dict(p) for p in policies]))
+        return 0
+    if not policies:
+        print("no retention policies: sessions are kept until purged")
+        return 0
+    current = namespace(args)
+    rows = [
+        [
+            p.namespace + (" *" if p.namespace == current else ""),
+            _days_text(p.deleted_days),
+            _days_text(p.terminal_days),
+            p.updated_at.isoformat(timespec="seconds") if p.updated_at else "-",
+            p.updated_by or "-",
+        ]
+        for p in policies
+    ]
+    headers = ["namespace", "deleted", "terminal", "updated_at", "updated_by"]
+    print(format_table(headers, rows))
+    if any(p.namespace == current for p in policies):
+        print("(* the namespace of this command)")
+    return 0
+
+
+def _policy_dict(policy: RetentionPolicy) -> dict[str, Any]:
+    return {
+        "namespace": policy.namespace,
+        "deleted_days": policy.deleted_days,
+        "terminal_days": policy.terminal_days,
+        "updated_at": policy.updated_at.isoformat() if policy.updated_at else None,
+        "updated_by": policy.updated_by,
+    }
+
+
+_UNSET = object()
+
+
+async def cmd_retention_set(args: argparse.Namespace) -> int:
+    if args.deleted_days is _UNSET and args.terminal_days is _UNSET:
+        raise _Refused("retention set needs --deleted-days and/or --terminal-days")
+    async with make_manager(args) as manager:
+        current = await manager.retention_policy()
+        deleted = current.deleted_days if args.deleted_days is _UNSET else args.deleted_days
+        terminal = current.terminal_days if args.terminal_days is _UNSET else args.terminal_days
+        policy = await manager.set_retention_policy(
+            deleted_days=deleted, terminal_days=terminal, actor=_actor(args)
+        )
+    print(
+        f"retention of namespace {policy.namespace!r}: deleted sessions "
+        f"{_after_days(policy.deleted_days)}, completed/failed sessions "
+        f"{_after_days(policy.terminal_days)} (applied by the reaper)"
+    )
+    return 0
+
+
+def _after_days(days: int | None) -> str:
+    return "kept until purged" if days is None else f"purged after {days} day(s)"
+
+
+def _audit_dict(entry: AuditRecord) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": entry.at.isoformat(),
+        "actor": entry.actor,
+        "action": entry.action,
+        "namespace": entry.namespace,
+        "user_id": entry.user_id,
+        "session_count": entry.session_count,
+        "details": entry.details,
+    }
+
+
+async def cmd_audit(args: argparse.Namespace) -> int:
+    require_existing_store(args)
+    async with make_manager(args) as manager:
+        entries = await manager.audit_log(
+            user_id=args.user, action=args.action, after_id=args.after, limit=args.limit
+        )
+    if args.json:
+        print(_dump_json([_audit_dict(e) for e in entries]))
+        return 0
+    if not entries:
+        print("no audit records")
+        return 0
+    rows = [
+        [
+            e.id,
+            e.at.isoformat(timespec="seconds"),
+            e.actor,
+            e.action,
+            e.user_id if e.user_id is not None else "-",
+            e.session_count,
+            summarize(e.details, 50),
+        ]
+        for e in entries
+    ]
+    headers = ["id", "at", "actor", "action", "user_id", "sessions", "details"]
+    print(format_table(headers, rows))
+    if len(entries) == args.limit:
+        print(f"(more may follow: --after {entries[-1].id})")
     return 0
 
 
@@ -313,15 +529,34 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (and exit code 2), like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Refused(Exception):
+    """A command that will not run as asked: one line, exit code 1."""
+
+
+def _actor_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--actor",
+        metavar="NAME",
+        help="who to record in the audit log (default: the OS user)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=_PROG, description="Inspect, clean up and demo agent-core session stores."
     )
     _global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
-        sub: argparse._SubParsersAction[argparse.ArgumentParser],
+        sub: argparse._SubParsersAction[_Parser],
         name: str,
         run: Command,
         help_text: str,
@@ -407,15 +642,87 @@ def build_parser() -> argparse.ArgumentParser:
         help=durations,
     )
     p.add_argument("--once", action="store_true", help="run one round and exit")
+
+    p = add(
+        commands,
+        "export",
+        cmd_export,
+        "write everything stored about a user as JSON Lines to stdout",
+        epilog="One line per session (soft-deleted ones included), each followed by one line "
+        "per checkpoint of its trail, then an 'end' line with the counts. Audited.",
+    )
+    p.add_argument("--user", metavar="U", required=True, help="the user id")
+    p.add_argument("--page-size", type=_positive_int, default=100, help=argparse.SUPPRESS)
+    _actor_option(p)
+
+    p = add(
+        commands,
+        "purge",
+        cmd_purge,
+        "delete a user's sessions for good (right to erasure)",
+        epilog="Asks for confirmation; without a terminal it refuses unless --yes. Audited.",
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--user", metavar="U", help="every session of this user")
+    target.add_argument("--session", metavar="ID", help="one session")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _actor_option(p)
+
+    retention = commands.add_parser("retention", help="show and set retention policies")
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
+    add(
+        retention_commands, "show", cmd_retention_show, "show every namespace's policy"
+    ).add_argument("--json", action="store_true")
+    p = add(
+        retention_commands,
+        "set",
+        cmd_retention_set,
+        "set the retention policy of a namespace (--namespace, default agent_core)",
+        epilog="Days are whole days (0 purges at the next reaper round), or 'off' to keep "
+        "those sessions until purged; an option left out keeps its current value.",
+    )
+    p.add_argument(
+        "--deleted-days",
+        type=_days,
+        default=_UNSET,
+        metavar="N",
+        help="purge soft-deleted sessions N days after their deletion",
+    )
+    p.add_argument(
+        "--terminal-days",
+        type=_days,
+        default=_UNSET,
+        metavar="M",
+        help="purge completed and failed sessions M days after their last change",
+    )
+    _actor_option(p)
+
+    p = add(commands, "audit", cmd_audit, "list audit records (purges, exports, retention)")
+    p.add_argument("--user", metavar="U", help="only records about this user")
+    p.add_argument("--action", metavar="A", help="purge, export, retention or retention_set")
+    p.add_argument("--limit", type=_positive_int, default=100, metavar="N")
+    p.add_argument(
+        "--after", type=_non_negative_int, default=0, metavar="ID", help="records after this id"
+    )
+    p.add_argument("--json", action="store_true")
     return parser
 
 
+_USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*?:([^/@]+)@")
+
+
 def _fail(args: argparse.Namespace, error: BaseException) -> int:
-    message = str(error)
+    # One line, whatever the driver's message looks like.
+    message = " ".join(str(error).split()) or type(error).__name__
     # A driver may quote the URL it was given; never echo its password.
-    for url in (getattr(args, "store", None), getattr(args, "cache", None)):
+    urls = [getattr(args, "store", None), getattr(args, "cache", None)]
+    urls += [env("STORE_URL"), env("CACHE_URL")]
+    for url in urls:
         if url:
             message = message.replace(url, hide_password(url))
+            found = _USERINFO_PASSWORD.match(url)
+            if found:
+                message = message.replace(found[1], "***")
     print(f"{_PROG}: error: {message}", file=sys.stderr)
     return 1
 
@@ -429,9 +736,11 @@ def main(argv: list[str] | None = None) -> int:
     run: Command = args.run
     try:
         return asyncio.run(run(args))
-    except AgentCoreError as exc:
+    except (AgentCoreError, _Refused) as exc:
         return _fail(args, exc)
     except ImportError as exc:  # a backend module or driver that is not installed
+        return _fail(args, exc)
+    except (ValueError, OverflowError) as exc:  # a malformed URL or value, found late
         return _fail(args, exc)
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, and keep the interpreter's final

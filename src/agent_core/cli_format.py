@@ -14,8 +14,10 @@ import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from agent_core.factory import ENV_PREFIX
+from agent_core.errors import ConfigurationError
+from agent_core.factory import ENV_PREFIX, hide_password, sqlite_path
 from agent_core.models import utcnow
 from agent_core.sessions.session_manager import SessionManager
 
@@ -27,6 +29,8 @@ __all__ = [
     "human_age",
     "human_duration",
     "make_manager",
+    "namespace",
+    "require_existing_store",
     "store_url",
     "summarize",
 ]
@@ -102,7 +106,46 @@ def store_url(args: argparse.Namespace) -> str:
     return url or env("STORE_URL") or DEFAULT_STORE_URL
 
 
+def namespace(args: argparse.Namespace) -> str:
+    name: str = getattr(args, "namespace", None) or env("NAMESPACE") or DEFAULT_NAMESPACE
+    return name
+
+
+def cache_url(args: argparse.Namespace) -> str | None:
+    """The shared cache URL, if any; a malformed one is a ``ConfigurationError`` that shows
+    the URL with its password hidden."""
+    url: str | None = getattr(args, "cache", None) or env("CACHE_URL")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise ConfigurationError(f"bad cache URL {hide_password(url)}: {exc}") from None
+    if not parts.scheme or not parts.hostname:
+        raise ConfigurationError(
+            f"bad cache URL {hide_password(url)}: expected e.g. valkey://host:6379/0"
+        )
+    return url
+
+
+def require_existing_store(args: argparse.Namespace) -> None:
+    """For commands that only read: a SQLite file that does not exist is an error, never a
+    new empty database."""
+    url = store_url(args)
+    if not url.startswith("sqlite:"):
+        return
+    path = sqlite_path(url)
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    if not os.path.isfile(path):
+        raise ConfigurationError(
+            f"no store at {path}: the file does not exist"
+            " (check --store or AGENT_CORE_STORE_URL; 'agent-core migrate' creates one)"
+        )
+
+
 def make_manager(args: argparse.Namespace, url: str | None = None) -> SessionManager:
-    cache: str | None = getattr(args, "cache", None) or env("CACHE_URL")
-    namespace: str = getattr(args, "namespace", None) or env("NAMESPACE") or DEFAULT_NAMESPACE
-    return SessionManager.from_url(url or store_url(args), cache_url=cache, namespace=namespace)
+    cache = cache_url(args)
+    name = namespace(args)
+    return SessionManager.from_url(url or store_url(args), cache_url=cache, namespace=name)

@@ -21,6 +21,7 @@ __all__ = [
     "ENV_PREFIX",
     "bus_tier",
     "hide_password",
+    "local_tier",
     "reference_parts",
     "sqlite_path",
     "store_from_url",
@@ -137,6 +138,19 @@ def bus_tier(bus: Any) -> Any:
     from agent_core.tiers.notify import BusTier
 
     return BusTier(bus)
+
+
+def local_tier(option: Any, store: Any, *, ttl: float) -> Any:
+    """The in-process tier for ``SessionManager(local_cache=...)``: the ``LocalCache`` given,
+    a default one for ``True`` (none in front of an in-process store: it would only cost
+    memory), or ``None``."""
+    from agent_core.cache.local import LocalCache
+
+    if isinstance(option, LocalCache):
+        return option
+    if option and not store.in_process:
+        return LocalCache(ttl=ttl)
+    return None
 
 
 def reference_parts(

@@ -194,6 +194,23 @@ _EXPECTED_COLUMNS = {
         "epoch": "bigint",
         "cache_id": "text",
     },
+    "retention_policies": {
+        "namespace": "text",
+        "deleted_days": "integer",
+        "terminal_days": "integer",
+        "updated_at": "timestamp with time zone",
+        "updated_by": "text",
+    },
+    "audit_log": {
+        "id": "bigint",
+        "at": "timestamp with time zone",
+        "actor": "text",
+        "action": "text",
+        "namespace": "text",
+        "user_id": "text",
+        "session_count": "bigint",
+        "details": "jsonb",
+    },
 }
 
 _EXPECTED_INDEXES = {
@@ -210,6 +227,9 @@ _EXPECTED_INDEXES = {
     "sessions_stale": "(last_heartbeat) WHERE (state = 'active'::text)",
     "sessions_leases": "(lease_expires_at) WHERE (lease_owner IS NOT NULL)",
     "tier_epochs_pkey": "(namespace)",
+    "retention_policies_pkey": "(namespace)",
+    "audit_log_pkey": "(id)",
+    "audit_log_by_user": "(user_id, id)",
 }
 
 

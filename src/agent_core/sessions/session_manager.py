@@ -11,26 +11,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_core import codec, factory
 from agent_core.bus.base import EventBus, EventKind
 from agent_core.bus.stream import EventStream
-from agent_core.cache.local import LocalCache
 from agent_core.errors import ValidationError
 from agent_core.resource import AsyncResource
-from agent_core.sessions import limits
+from agent_core.sessions import governance, limits
+from agent_core.sessions.governance import ReapResult, RetentionResult
 from agent_core.sessions.session_models import (
     AgentSession,
     Lease,
     SessionCheckpoint,
     SessionState,
 )
-from agent_core.stores.base import SessionRef, SessionStore
+from agent_core.stores.base import AuditRecord, RetentionPolicy, SessionRef, SessionStore
 from agent_core.tiers.base import SharedTier
 from agent_core.tiers.coherence import Coherence
+
+if TYPE_CHECKING:
+    from agent_core.cache.local import LocalCache
 
 __all__ = ["SessionManager"]
 
@@ -70,6 +73,12 @@ class SessionManager(AsyncResource):
             raise ValueError("pass either tier=/bus= or redis_client=, not both")
         if tier is not None and bus is not None:
             raise ValueError("pass either tier= or bus=, not both")
+        limits.check_options(
+            session_ttl_hours=session_ttl_hours,
+            checkpoint_window=checkpoint_window,
+            max_payload_bytes=max_payload_bytes,
+            cleanup_batch_size=cleanup_batch_size,
+        )
         self.namespace = namespace
         self.session_ttl = timedelta(hours=session_ttl_hours)
         self.checkpoint_window = checkpoint_window
@@ -86,14 +95,7 @@ class SessionManager(AsyncResource):
             tier = factory.bus_tier(bus) if bus is not None else reference_tier
         self.tier: SharedTier = tier
 
-        if isinstance(local_cache, LocalCache):
-            local: LocalCache | None = local_cache
-        elif local_cache and not self.store.in_process:
-            # In front of an in-process store it would only cost memory.
-            local = LocalCache(ttl=min(ttl, 60.0))
-        else:
-            local = None
-        self.local = local
+        self.local = local = factory.local_tier(local_cache, self.store, ttl=min(ttl, 60.0))
         self.coherence = Coherence(
             self.store,
             self.tier,
@@ -124,6 +126,7 @@ class SessionManager(AsyncResource):
         ``options`` are the keyword options of ``SessionManager`` (``local_cache``,
         ``checkpoint_window``, ``max_payload_bytes``, ``bus``, ...).
         """
+        limits.check_session_ttl_hours(session_ttl_hours)
         store = factory.store_from_url(store_url, **(store_options or {}))
         if "bus" not in options and "tier" not in options:
             options["tier"] = factory.tier_from_url(
@@ -257,8 +260,8 @@ class SessionManager(AsyncResource):
         Works in batches of ``cleanup_batch_size`` short transactions; every failed session
         leaves every cache tier.
         """
-        if max_age < timedelta(0):
-            raise ValidationError("max_age must not be negative")
+        limits.check_max_age(max_age)
+        limits.check_batch_size(self.cleanup_batch_size)
         await self.open()
         total = 0
         telling: asyncio.Future[None] | None = None
@@ -342,7 +345,9 @@ class SessionManager(AsyncResource):
         limits.check_lease(session_id, lease)
         limits.check_payload(changes, "context changes", self.max_payload_bytes)
         await self.open()
-        head = await self.store.patch_context(session_id, changes, fence=lease)
+        head = await self.store.patch_context(
+            session_id, changes, fence=lease, max_bytes=self.max_payload_bytes
+        )
         await self.coherence.changed(EventKind.CONTEXT, head, {"keys": sorted(changes)})
         return head
 
@@ -375,6 +380,7 @@ class SessionManager(AsyncResource):
     ) -> list[SessionCheckpoint]:
         """Page through the whole trail: checkpoints with ``seq > after_seq``, oldest first."""
         codec.validate_session_id(session_id)
+        limits.check_after_seq(after_seq)
         limits.check_limit(limit)
         await self.open()
         return await self.store.list_checkpoints(session_id, after_seq=after_seq, limit=limit)
@@ -392,6 +398,10 @@ class SessionManager(AsyncResource):
         limits.check_limit(limit)
         if after is not None:
             codec.validate_session_id(after)
+        if agent_type is not None:
+            limits.check_name(agent_type, "agent_type", allow_empty=True)
+        if user_id is not None:
+            limits.check_name(user_id, "user_id", allow_empty=True)
         try:
             wanted = None if state is None else SessionState(state)
         except ValueError:
@@ -401,16 +411,118 @@ class SessionManager(AsyncResource):
             state=wanted, agent_type=agent_type, user_id=user_id, limit=limit, after=after
         )
 
-    async def purge(self, *, session_id: str | None = None, user_id: str | None = None) -> int:
-        """Remove sessions for good (any state), by id or by user; returns how many."""
+    async def purge(
+        self,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        actor: str | None = None,
+    ) -> int:
+        """Remove sessions for good (any state), by id or by user; returns how many.
+
+        Leaves an audit record (``actor``, the user, how many sessions; no content) once every
+        tier of every process has lost the purged sessions.
+        """
         if session_id is None and user_id is None:
             raise ValidationError("purge needs a session_id or a user_id")
         if session_id is not None:
             codec.validate_session_id(session_id)
+        if user_id is not None:
+            limits.check_name(user_id, "user_id", allow_empty=True)
+        who = governance.check_actor(actor)
         await self.open()
         refs = await self.store.purge(session_id=session_id, user_id=user_id)
         await self.coherence.purged(refs)
+        users = {ref.user_id for ref in refs}
+        await governance.record(
+            self,
+            actor=who,
+            action="purge",
+            user_id=user_id if user_id is not None or len(users) != 1 else users.pop(),
+            session_count=len(refs),
+            details={} if session_id is None else {"session_id": session_id},
+        )
         return len(refs)
+
+    # --- data governance (agent_core.sessions.governance) -------------------------------------
+
+    def export(
+        self, user_id: str, *, actor: str | None = None, page_size: int = 100
+    ) -> AsyncGenerator[bytes, None]:
+        """Everything stored about ``user_id`` as JSON Lines (``bytes``, one object per line):
+        each session (soft-deleted ones included) followed by its whole checkpoint trail, then
+        an ``end`` line; the format is in ``agent_core.sessions.governance``.
+
+        Read ``page_size`` sessions or checkpoints at a time, so memory does not grow with the
+        export. Leaves an audit record when the iteration ends (``complete`` false if the
+        reader stopped early). Use ``async for line in manager.export(user_id)``.
+        """
+        return governance.export_user(self, user_id, actor=actor, page_size=page_size)
+
+    async def audit_log(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Audit records (purges, exports, retention runs, policy changes), oldest first;
+        page with ``after_id=<id of the last record of the previous page>``."""
+        limits.check_limit(limit)
+        await self.open()
+        return await self.store.list_audit(
+            user_id=user_id, action=action, after_id=after_id, limit=limit
+        )
+
+    async def retention_policy(self, namespace: str | None = None) -> RetentionPolicy:
+        """The retention policy of ``namespace`` (default: this manager's); days ``None``
+        (keep for ever) when none was set."""
+        name = self.namespace if namespace is None else namespace
+        await self.open()
+        found = await self.store.retention_policies(name)
+        return found[0] if found else RetentionPolicy(name)
+
+    async def retention_policies(self) -> list[RetentionPolicy]:
+        """Every namespace's stored retention policy."""
+        await self.open()
+        return await self.store.retention_policies()
+
+    async def set_retention_policy(
+        self,
+        *,
+        deleted_days: int | None,
+        terminal_days: int | None,
+        namespace: str | None = None,
+        actor: str | None = None,
+    ) -> RetentionPolicy:
+        """Purge soft-deleted sessions ``deleted_days`` after deletion and completed/failed
+        ones ``terminal_days`` after their last change (``None``: keep them); applied by the
+        reapers of ``namespace`` (default: this manager's)."""
+        name = self.namespace if namespace is None else namespace
+        limits.check_name(name, "namespace")
+        governance.check_days(deleted_days, "deleted_days")
+        governance.check_days(terminal_days, "terminal_days")
+        who = governance.check_actor(actor)
+        await self.open()
+        policy = await self.store.set_retention_policy(
+            name, deleted_days=deleted_days, terminal_days=terminal_days, actor=who
+        )
+        await self.store.append_audit(
+            actor=who,
+            action="retention_set",
+            namespace=name,
+            user_id=None,
+            session_count=0,
+            details={"deleted_days": deleted_days, "terminal_days": terminal_days},
+        )
+        return policy
+
+    async def apply_retention(self, *, batch_size: int | None = None) -> RetentionResult:
+        """Purge what this namespace's retention policy says is due, in batches, with the
+        guarantees of ``purge``; returns how many sessions went. Part of ``reap()``."""
+        limit = self.cleanup_batch_size if batch_size is None else batch_size
+        return await governance.apply_retention(self, batch_size=limit)
 
     # --- leases ------------------------------------------------------------------------------
 
@@ -442,17 +554,19 @@ class SessionManager(AsyncResource):
 
     async def reap(
         self, max_age: timedelta = timedelta(hours=48), *, batch_size: int | None = None
-    ) -> tuple[int, int]:
-        """One reaper round: clear expired leases, then fail stale sessions.
+    ) -> ReapResult:
+        """One reaper round: clear expired leases, fail stale sessions, then apply this
+        namespace's retention policy (``apply_retention``).
 
         Safe to run in several processes at once: each batch is one short transaction that
         skips rows another reaper holds, so no lease or session is processed twice.
-        Returns ``(expired leases, failed sessions)``.
+        Returns ``(expired leases, failed sessions)``, a tuple whose ``retention`` attribute
+        says what retention purged.
         """
-        await self.open()
+        limits.check_max_age(max_age)
         limit = self.cleanup_batch_size if batch_size is None else batch_size
-        if limit < 1:
-            raise ValidationError("batch_size must be positive")
+        limits.check_batch_size(limit)
+        await self.open()
         expired = 0
         while True:
             leases = await self.store.expire_leases(limit=limit)
@@ -460,7 +574,9 @@ class SessionManager(AsyncResource):
             expired += len(leases)
             if len(leases) < limit:
                 break
-        return expired, await self.cleanup_stale_sessions(max_age)
+        failed = await self.cleanup_stale_sessions(max_age)
+        retention = await self.apply_retention(batch_size=limit)
+        return ReapResult(expired, failed, retention)
 
     # --- events ------------------------------------------------------------------------------
 

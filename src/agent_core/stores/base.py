@@ -39,13 +39,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 
-__all__ = ["AppendResult", "SessionRef", "SessionStore", "SweptSession", "TierEpoch"]
+__all__ = [
+    "AppendResult",
+    "AuditRecord",
+    "RetentionPolicy",
+    "SessionRef",
+    "SessionStore",
+    "SweptSession",
+    "TierEpoch",
+]
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,33 @@ class TierEpoch(NamedTuple):
 
     epoch: int
     cache_id: str
+
+
+class RetentionPolicy(NamedTuple):
+    """How long a namespace keeps finished sessions (``None``: for ever).
+
+    ``deleted_days``: soft-deleted sessions are purged that many days after their deletion;
+    ``terminal_days``: completed and failed sessions that many days after their last change.
+    """
+
+    namespace: str
+    deleted_days: int | None = None
+    terminal_days: int | None = None
+    updated_at: datetime | None = None
+    updated_by: str = ""
+
+
+class AuditRecord(NamedTuple):
+    """One governance action (a purge, an export, a retention run), never its content."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    namespace: str
+    user_id: str | None
+    session_count: int
+    details: dict[str, Any]
 
 
 # Ages beyond this are clamped: "older than a thousand years" already means nothing (or, for
@@ -189,10 +224,19 @@ class SessionStore(AsyncResource, ABC):
 
     @abstractmethod
     async def patch_context(
-        self, session_id: str, changes: dict[str, Any], *, fence: Lease | None = None
+        self,
+        session_id: str,
+        changes: dict[str, Any],
+        *,
+        fence: Lease | None = None,
+        max_bytes: int | None = None,
     ) -> AgentSession:
         """Merge ``changes`` into the context as an RFC 7396 JSON merge patch (a ``None`` value
-        removes the key; nested objects merge), atomically with respect to every other write."""
+        removes the key; nested objects merge), atomically with respect to every other write.
+
+        With ``max_bytes``, raises ``PayloadTooLarge`` and changes nothing when the merged
+        context's compact JSON encoding (``codec.encode_patched``) would be longer, decided in
+        the same transaction as the write (after the not-found and fence checks)."""
 
     @abstractmethod
     async def set_state(
@@ -310,3 +354,75 @@ class SessionStore(AsyncResource, ABC):
 
         One short transaction; concurrent bumps are never lost.
         """
+
+    # --- data governance -------------------------------------------------------------------
+
+    @abstractmethod
+    async def purge_aged(
+        self,
+        states: Sequence[SessionState],
+        max_age: timedelta,
+        *,
+        limit: int,
+        after: str | None = None,
+    ) -> list[SessionRef]:
+        """Remove for good at most ``limit`` sessions in one of ``states`` whose ``updated_at``
+        is older than the store's now minus ``max_age``, with ``session_id > after``, in id
+        order; return exactly those removed (ordered by id, last version and state), as
+        ``purge`` does, and erase their content as ``purge`` does.
+
+        One short transaction; concurrent callers never remove (or report) a session twice.
+        """
+
+    @abstractmethod
+    async def list_user_sessions(
+        self, user_id: str, *, limit: int = 100, after: str | None = None
+    ) -> list[AgentSession]:
+        """Heads of ``user_id``'s sessions in every state, *deleted included*, ordered by id,
+        with ``session_id > after``; served by an index."""
+
+    @abstractmethod
+    async def list_trail(
+        self, session_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[SessionCheckpoint]:
+        """Checkpoints with ``seq > after_seq``, oldest first, at most ``limit``, of a session
+        in any state (deleted included); ``[]`` for an unknown session."""
+
+    @abstractmethod
+    async def retention_policies(self, namespace: str | None = None) -> list[RetentionPolicy]:
+        """The stored retention policies (of ``namespace`` only, if given), by namespace."""
+
+    @abstractmethod
+    async def set_retention_policy(
+        self,
+        namespace: str,
+        *,
+        deleted_days: int | None,
+        terminal_days: int | None,
+        actor: str,
+    ) -> RetentionPolicy:
+        """Create or replace ``namespace``'s policy, stamped with the store's clock."""
+
+    @abstractmethod
+    async def append_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        namespace: str,
+        user_id: str | None,
+        session_count: int,
+        details: dict[str, Any],
+    ) -> AuditRecord:
+        """Append one audit record, stamped with the store's clock and the next id."""
+
+    @abstractmethod
+    async def list_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Audit records with ``id > after_id``, oldest first, filtered by user and action."""

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent_core.codec import merge_patch
+from agent_core.codec import encode_patched, merge_patch
 from agent_core.errors import ConflictError, LeaseHeld, LeaseLost, NotOpenError, SessionNotFound
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 from agent_core.stores.base import (
     AppendResult,
+    AuditRecord,
+    RetentionPolicy,
     SessionRef,
     SessionStore,
     TierEpoch,
@@ -64,6 +66,8 @@ class MemoryStore(SessionStore):
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
         self._epochs: dict[str, TierEpoch] = {}
+        self._policies: dict[str, RetentionPolicy] = {}
+        self._audit: list[AuditRecord] = []
         self._open = False
 
     async def open(self) -> None:
@@ -214,12 +218,20 @@ class MemoryStore(SessionStore):
         return self._head(row)
 
     async def patch_context(
-        self, session_id: str, changes: dict[str, Any], *, fence: Lease | None = None
+        self,
+        session_id: str,
+        changes: dict[str, Any],
+        *,
+        fence: Lease | None = None,
+        max_bytes: int | None = None,
     ) -> AgentSession:
         row = self._live(session_id)
         now = _now()
         self._check_fence(row, fence, now)
-        row.head.context = merge_patch(row.head.context, copy.deepcopy(changes))
+        merged = merge_patch(row.head.context, copy.deepcopy(changes))
+        if max_bytes is not None:
+            encode_patched(merged, max_bytes)
+        row.head.context = merged
         self._bump(row, now)
         return self._head(row)
 
@@ -399,3 +411,111 @@ class MemoryStore(SessionStore):
         for name in names:
             epoch, current = self._epochs.get(name, TierEpoch(0, ""))
             self._epochs[name] = TierEpoch(epoch + 1, current if cache_id is None else cache_id)
+
+    # --- data governance -------------------------------------------------------------------
+
+    async def purge_aged(
+        self,
+        states: Sequence[SessionState],
+        max_age: timedelta,
+        *,
+        limit: int,
+        after: str | None = None,
+    ) -> list[SessionRef]:
+        self._check_open()
+        cutoff = _now() - bound_age(max_age)
+        wanted = set(states)
+        doomed = sorted(
+            sid
+            for sid, row in self._rows.items()
+            if row.head.state in wanted
+            and (after is None or sid > after)
+            and (row.head.updated_at or row.head.created_at) < cutoff
+        )[: max(limit, 0)]
+        return [self._rows.pop(sid).ref() for sid in doomed]
+
+    async def list_user_sessions(
+        self, user_id: str, *, limit: int = 100, after: str | None = None
+    ) -> list[AgentSession]:
+        self._check_open()
+        found = sorted(
+            sid
+            for sid, row in self._rows.items()
+            if row.head.user_id == user_id and (after is None or sid > after)
+        )[: max(limit, 0)]
+        return [self._head(self._rows[sid]) for sid in found]
+
+    async def list_trail(
+        self, session_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[SessionCheckpoint]:
+        self._check_open()
+        row = self._rows.get(session_id)
+        if row is None:
+            return []
+        start = max(after_seq, 0)
+        return copy.deepcopy(row.trail[start : start + max(limit, 0)])
+
+    async def retention_policies(self, namespace: str | None = None) -> list[RetentionPolicy]:
+        self._check_open()
+        return [
+            self._policies[name]
+            for name in sorted(self._policies)
+            if namespace is None or name == namespace
+        ]
+
+    async def set_retention_policy(
+        self,
+        namespace: str,
+        *,
+        deleted_days: int | None,
+        terminal_days: int | None,
+        actor: str,
+    ) -> RetentionPolicy:
+        self._check_open()
+        policy = RetentionPolicy(namespace, deleted_days, terminal_days, _now(), actor)
+        self._policies[namespace] = policy
+        return policy
+
+    async def append_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        namespace: str,
+        user_id: str | None,
+        session_count: int,
+        details: dict[str, Any],
+    ) -> AuditRecord:
+        self._check_open()
+        record = AuditRecord(
+            len(self._audit) + 1,
+            _now(),
+            actor,
+            action,
+            namespace,
+            user_id,
+            session_count,
+            copy.deepcopy(details),
+        )
+        self._audit.append(record)
+        return record._replace(details=copy.deepcopy(details))
+
+    async def list_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        self._check_open()
+        out: list[AuditRecord] = []
+        for record in self._audit[max(after_id, 0) :]:
+            if len(out) >= limit:
+                break
+            if user_id is not None and record.user_id != user_id:
+                continue
+            if action is not None and record.action != action:
+                continue
+            out.append(record._replace(details=copy.deepcopy(record.details)))
+        return out

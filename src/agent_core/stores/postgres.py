@@ -36,6 +36,7 @@ from typing import Any, NoReturn, TypeVar
 
 import orjson
 
+from agent_core.codec import encode_patched
 from agent_core.errors import (
     AgentCoreError,
     ConfigurationError,
@@ -52,6 +53,8 @@ from agent_core.factory import hide_password
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 from agent_core.stores.base import (
     AppendResult,
+    AuditRecord,
+    RetentionPolicy,
     SessionRef,
     SessionStore,
     TierEpoch,
@@ -223,6 +226,48 @@ UPDATE sessions
  WHERE session_id = $1 AND state <> 'deleted' AND {fence}
 RETURNING {head}
 """.format(fence=_FENCE.format(f="$3"), head=_HEAD)
+
+# patch_context with a limit on the merged context ($4 bytes of compact JSON, as
+# codec.encode_patched counts them), decided in the same statement as the write. The merged
+# value's jsonb text is never shorter than its compact JSON, save for the U+0000 escapes ($5,
+# 4 bytes against 6): so when this bound fits, the exact size fits too. One row always comes
+# back: matched = 0 (not found or fence lost: probe), head columns NULL (the bound did not
+# fit: decide exactly with _SQL_PATCH_MERGED), or the new head.
+_SQL_PATCH_CONTEXT_BOUNDED = """
+WITH cur AS MATERIALIZED (
+    SELECT agent_core_merge_patch(context, $2::jsonb) AS merged
+      FROM sessions
+     WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+       FOR NO KEY UPDATE
+), sized AS MATERIALIZED (
+    SELECT merged, merged::text AS t FROM cur
+), s AS (
+    UPDATE sessions
+       SET context = sized.merged, version = version + 1, updated_at = now()
+      FROM sized
+     WHERE session_id = $1
+       AND octet_length(sized.t)
+           + 2 * ((octet_length(sized.t) - octet_length(replace(sized.t, $5::text, ''))) / 4)
+           <= $4::bigint
+    RETURNING {head}
+)
+SELECT (SELECT count(*) FROM cur) AS matched, {s_head} FROM (SELECT 1) AS one LEFT JOIN s ON true
+""".format(fence=_FENCE.format(f="$3"), head=_HEAD, s_head=_S_HEAD)
+
+# The exact decision when the bound did not fit, in one transaction: the merged context
+# (row locked), measured in Python, then written as it is or refused.
+_SQL_PATCH_MERGED = """
+SELECT agent_core_merge_patch(context, $2::jsonb) AS merged
+  FROM sessions
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+   FOR NO KEY UPDATE
+""".format(fence=_FENCE.format(f="$3"))
+
+_SQL_SET_CONTEXT = f"""
+UPDATE sessions SET context = $2::jsonb, version = version + 1, updated_at = now()
+ WHERE session_id = $1
+RETURNING {_HEAD}
+"""
 
 _SQL_SET_STATE = """
 UPDATE sessions
@@ -405,8 +450,35 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     return value
 
 
+# jsonb keeps numbers as numeric, which has no float type: a float written with a positive
+# exponent (orjson's form from 1e16 up) would come back as an integer. Floats from 2**53 up
+# (all integral) are therefore written as plain decimals with a fraction ("1e16" as
+# "10000000000000000.0"), which numeric keeps, so they read back as the same floats. Floats
+# with a negative exponent keep their fraction in numeric as they are. A digit, "e" and a
+# digit anywhere in the text (in a string too) sends the value the slow way.
+_POSITIVE_EXPONENT = re.compile(rb"[0-9][eE]\+?[0-9]")
+_PLAIN_FROM = 2.0**53
+
+
+def _plain_floats(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        if abs(value) >= _PLAIN_FROM:
+            return orjson.Fragment(f"{int(value)}.0")
+        return value
+    if kind is dict:
+        return {k: _plain_floats(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain_floats(v) for v in value]
+    return value
+
+
 def _dumps(value: Any) -> str:
-    text = orjson.dumps(value).decode()
+    raw = orjson.dumps(value)
+    if _POSITIVE_EXPONENT.search(raw) is not None:
+        value = _plain_floats(value)
+        raw = orjson.dumps(value)
+    text = raw.decode()
     # orjson writes U+0000 as the escape \u0000 and U+FDD0 as itself.
     if "\\u0000" in text or _ESC in text:
         text = orjson.dumps(_map_strings(value, _esc)).decode()
@@ -938,15 +1010,55 @@ class PostgresStore(SessionStore):
         )
 
     async def patch_context(
-        self, session_id: str, changes: dict[str, Any], *, fence: Lease | None = None
+        self,
+        session_id: str,
+        changes: dict[str, Any],
+        *,
+        fence: Lease | None = None,
+        max_bytes: int | None = None,
     ) -> AgentSession:
-        return await self._write_head(
-            "patch_context",
-            _SQL_PATCH_CONTEXT,
-            (session_id, _dumps(changes), None if fence is None else fence.token),
-            session_id,
-            fence,
-        )
+        patch = _dumps(changes)
+        token = None if fence is None else fence.token
+        if max_bytes is None:
+            return await self._write_head(
+                "patch_context", _SQL_PATCH_CONTEXT, (session_id, patch, token), session_id, fence
+            )
+        limit = _clamp(max_bytes)
+
+        async def exactly(conn: Any, attempt: _Attempt) -> AgentSession | None:
+            # The bound did not fit: merge under the row lock, measure as codec does, and write
+            # or refuse (PayloadTooLarge rolls the transaction back: nothing written).
+            async with conn.transaction():
+                merged = await conn.fetchval(_SQL_PATCH_MERGED, session_id, patch, token)
+                if merged is None:
+                    return None
+                encode_patched(_loads(merged), max_bytes)
+                attempt.write_sent = True
+                row = await conn.fetchrow(_SQL_SET_CONTEXT, session_id, merged)
+            return _head(row)
+
+        async def body(conn: Any, attempt: _Attempt) -> AgentSession:
+            for _ in range(_MAX_ATTEMPTS):
+                attempt.write_sent = True
+                row = await conn.fetchrow(
+                    _SQL_PATCH_CONTEXT_BOUNDED, session_id, patch, token, limit, _ESC_NUL
+                )
+                attempt.write_sent = False
+                if row["version"] is not None:
+                    return _head(row)
+                if row["matched"]:
+                    head = await exactly(conn, attempt)
+                    if head is not None:
+                        return head
+                probe = await conn.fetchrow(_SQL_PROBE, session_id)
+                if probe is None or probe["state"] == SessionState.DELETED.value:
+                    raise SessionNotFound(session_id)
+                if fence is not None and not _fence_is_live(probe, fence):
+                    raise _lease_lost(fence)
+                # The row changed hands between the statements: try again.
+            raise ConflictError(f"session {session_id} kept changing during patch_context")
+
+        return await self._run(body, "patch_context")
 
     async def set_state(
         self,
@@ -1241,3 +1353,208 @@ class PostgresStore(SessionStore):
             await conn.execute(sql, *args)
 
         await self._run(body, "bump_tier_epoch")
+
+    # --- data governance -------------------------------------------------------------------
+
+    async def purge_aged(
+        self,
+        states: Sequence[SessionState],
+        max_age: timedelta,
+        *,
+        limit: int,
+        after: str | None = None,
+    ) -> list[SessionRef]:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        wanted = sorted({state.value for state in states})
+        if not wanted or limit <= 0:
+            return []
+        # Literals, so the planner can match sessions_by_state; SKIP LOCKED: concurrent
+        # reapers split the work and never remove a session twice. The cutoff is the server's.
+        marks = ", ".join(f"'{value}'" for value in wanted)
+        max_age_sql = _US_INTERVAL.format("$1")
+        sql = f"""
+            WITH doomed AS (
+                SELECT session_id FROM sessions
+                 WHERE state IN ({marks}) AND session_id > $3
+                   AND updated_at < now() - {max_age_sql}
+                 ORDER BY session_id
+                 LIMIT $2
+                   FOR UPDATE SKIP LOCKED
+            )
+            DELETE FROM sessions s USING doomed
+             WHERE s.session_id = doomed.session_id
+            RETURNING s.session_id, s.version, s.agent_type, s.user_id, s.state
+        """
+        max_age_us = _micros(bound_age(max_age))
+
+        async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
+            attempt.write_sent = True
+            rows = await conn.fetch(sql, max_age_us, _clamp(limit), after or "")
+            return sorted(_ref(row) for row in rows)
+
+        return await self._run(body, "purge_aged")
+
+    async def list_user_sessions(
+        self, user_id: str, *, limit: int = 100, after: str | None = None
+    ) -> list[AgentSession]:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        if limit <= 0:
+            return []
+        sql = (
+            f"SELECT {_HEAD} FROM sessions WHERE user_id = $1 AND session_id > $2"
+            " ORDER BY session_id LIMIT $3"
+        )
+
+        async def body(conn: Any, attempt: _Attempt) -> list[AgentSession]:
+            rows = await conn.fetch(sql, _esc(user_id), after or "", _clamp(limit))
+            return [_head(row) for row in rows]
+
+        return await self._run(body, "list_user_sessions")
+
+    async def list_trail(
+        self, session_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[SessionCheckpoint]:
+        sql = (
+            "SELECT seq, name, data, ts FROM checkpoints WHERE session_id = $1 AND seq > $2"
+            " ORDER BY seq LIMIT $3"
+        )
+
+        async def body(conn: Any, attempt: _Attempt) -> list[SessionCheckpoint]:
+            rows = await conn.fetch(
+                sql, session_id, _clamp(max(after_seq, 0)), _clamp(max(limit, 0))
+            )
+            return _checkpoints(tuple(row) for row in rows)
+
+        return await self._run(body, "list_trail")
+
+    async def retention_policies(self, namespace: str | None = None) -> list[RetentionPolicy]:
+        sql = (
+            "SELECT namespace, deleted_days, terminal_days, updated_at, updated_by"
+            " FROM retention_policies WHERE $1::text IS NULL OR namespace = $1"
+            " ORDER BY namespace"
+        )
+
+        async def body(conn: Any, attempt: _Attempt) -> list[RetentionPolicy]:
+            rows = await conn.fetch(sql, _opt_esc(namespace))
+            return [
+                RetentionPolicy(
+                    _unesc(row["namespace"]),
+                    row["deleted_days"],
+                    row["terminal_days"],
+                    row["updated_at"],
+                    _unesc(row["updated_by"]),
+                )
+                for row in rows
+            ]
+
+        return await self._run(body, "retention_policies")
+
+    async def set_retention_policy(
+        self,
+        namespace: str,
+        *,
+        deleted_days: int | None,
+        terminal_days: int | None,
+        actor: str,
+    ) -> RetentionPolicy:
+        sql = """
+            INSERT INTO retention_policies AS p
+                   (namespace, deleted_days, terminal_days, updated_at, updated_by)
+            VALUES ($1, $2, $3, now(), $4)
+            ON CONFLICT (namespace) DO UPDATE
+               SET deleted_days = $2, terminal_days = $3, updated_at = now(), updated_by = $4
+            RETURNING updated_at
+        """
+
+        async def body(conn: Any, attempt: _Attempt) -> RetentionPolicy:
+            attempt.write_sent = True
+            stamp = await conn.fetchval(
+                sql, _esc(namespace), deleted_days, terminal_days, _esc(actor)
+            )
+            return RetentionPolicy(namespace, deleted_days, terminal_days, stamp, actor)
+
+        return await self._run(body, "set_retention_policy")
+
+    async def append_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        namespace: str,
+        user_id: str | None,
+        session_count: int,
+        details: dict[str, Any],
+    ) -> AuditRecord:
+        sql = """
+            INSERT INTO audit_log (actor, action, namespace, user_id, session_count, details)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+            RETURNING id, at
+        """
+        text = _dumps(details)
+
+        async def body(conn: Any, attempt: _Attempt) -> AuditRecord:
+            attempt.write_sent = True
+            row = await conn.fetchrow(
+                sql,
+                _esc(actor),
+                _esc(action),
+                _esc(namespace),
+                _opt_esc(user_id),
+                session_count,
+                text,
+            )
+            return AuditRecord(
+                int(row["id"]),
+                row["at"],
+                actor,
+                action,
+                namespace,
+                user_id,
+                session_count,
+                _loads(text),
+            )
+
+        return await self._run(body, "append_audit")
+
+    async def list_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        sql = """
+            SELECT id, at, actor, action, namespace, user_id, session_count, details
+              FROM audit_log
+             WHERE id > $1 AND ($2::text IS NULL OR user_id = $2)
+               AND ($3::text IS NULL OR action = $3)
+             ORDER BY id
+             LIMIT $4
+        """
+
+        async def body(conn: Any, attempt: _Attempt) -> list[AuditRecord]:
+            rows = await conn.fetch(
+                sql,
+                _clamp(max(after_id, 0)),
+                _opt_esc(user_id),
+                _opt_esc(action),
+                _clamp(max(limit, 0)),
+            )
+            return [
+                AuditRecord(
+                    int(row["id"]),
+                    row["at"],
+                    _unesc(row["actor"]),
+                    _unesc(row["action"]),
+                    _unesc(row["namespace"]),
+                    _opt_unesc(row["user_id"]),
+                    int(row["session_count"]),
+                    _loads(row["details"]),
+                )
+                for row in rows
+            ]
+
+        return await self._run(body, "list_audit")

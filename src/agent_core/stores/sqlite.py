@@ -31,7 +31,7 @@ from functools import partial
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
-from agent_core.codec import dumps, loads, merge_patch
+from agent_core.codec import dumps, encode_patched, loads, merge_patch
 from agent_core.errors import (
     ConflictError,
     LeaseHeld,
@@ -43,6 +43,8 @@ from agent_core.errors import (
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 from agent_core.stores.base import (
     AppendResult,
+    AuditRecord,
+    RetentionPolicy,
     SessionRef,
     SessionStore,
     TierEpoch,
@@ -874,13 +876,19 @@ class SQLiteStore(SessionStore):
         return await self._write(body)
 
     async def patch_context(
-        self, session_id: str, changes: dict[str, Any], *, fence: Lease | None = None
+        self,
+        session_id: str,
+        changes: dict[str, Any],
+        *,
+        fence: Lease | None = None,
+        max_bytes: int | None = None,
     ) -> AgentSession:
         def body(conn: sqlite3.Connection) -> AgentSession:
             row = _live(conn, session_id)
             now = _now_us()
             row.check_fence(fence, now)
-            row.context = _json(merge_patch(loads(row.context), changes))
+            merged = merge_patch(loads(row.context), changes)
+            row.context = encode_patched(merged, max_bytes).decode()
             conn.execute(
                 "UPDATE sessions SET context = ? WHERE session_id = ?", (row.context, session_id)
             )
@@ -1230,3 +1238,174 @@ class SQLiteStore(SessionStore):
             )
 
         await self._write(body)
+
+    # --- data governance -------------------------------------------------------------------
+
+    async def purge_aged(
+        self,
+        states: Sequence[SessionState],
+        max_age: timedelta,
+        *,
+        limit: int,
+        after: str | None = None,
+    ) -> list[SessionRef]:
+        conn, worker = self._require_open()
+        wanted = sorted({state.value for state in states})
+        if not wanted or limit <= 0:
+            return []
+        max_age_us = bound_age(max_age) // _US
+        marks = ", ".join(f"'{value}'" for value in wanted)
+
+        def body(conn: sqlite3.Connection) -> list[SessionRef]:
+            found = conn.execute(
+                f"SELECT {_REF_COLUMNS} FROM sessions INDEXED BY sessions_by_state"
+                f" WHERE state IN ({marks}) AND session_id > ? AND updated_at < ?"
+                " ORDER BY session_id LIMIT ?",
+                (after or "", _now_us() - max_age_us, _bound(limit)),
+            ).fetchall()
+            # Checkpoints go with their session through ON DELETE CASCADE.
+            conn.executemany(
+                "DELETE FROM sessions WHERE session_id = ?", [(row[0],) for row in found]
+            )
+            return sorted(_ref(row) for row in found)
+
+        def purge_sync() -> list[SessionRef]:
+            removed = self._write_sync(conn, body)
+            if removed:
+                self._erase_sync(conn)
+            return removed
+
+        return await self._submit(worker, purge_sync)
+
+    async def list_user_sessions(
+        self, user_id: str, *, limit: int = 100, after: str | None = None
+    ) -> list[AgentSession]:
+        self._require_open()
+        if limit <= 0:
+            return []
+
+        def body(conn: sqlite3.Connection) -> list[AgentSession]:
+            return [
+                _Row.from_db(row).head()
+                for row in conn.execute(
+                    f"SELECT {_HEAD_COLUMNS} FROM sessions INDEXED BY sessions_by_user"
+                    " WHERE user_id = ? AND session_id > ? ORDER BY session_id LIMIT ?",
+                    (user_id, after or "", _bound(limit)),
+                )
+            ]
+
+        return await self._read(body)
+
+    async def list_trail(
+        self, session_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[SessionCheckpoint]:
+        def body(conn: sqlite3.Connection) -> list[SessionCheckpoint]:
+            return [
+                _checkpoint(cp)
+                for cp in conn.execute(
+                    f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
+                    " WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (session_id, _bound(after_seq), _bound(limit)),
+                )
+            ]
+
+        return await self._read(body)
+
+    async def retention_policies(self, namespace: str | None = None) -> list[RetentionPolicy]:
+        where, params = ("", ()) if namespace is None else (" WHERE namespace = ?", (namespace,))
+
+        def body(conn: sqlite3.Connection) -> list[RetentionPolicy]:
+            return [
+                RetentionPolicy(name, deleted, terminal, _from_us(updated_at), updated_by)
+                for name, deleted, terminal, updated_at, updated_by in conn.execute(
+                    "SELECT namespace, deleted_days, terminal_days, updated_at, updated_by"
+                    f" FROM retention_policies{where} ORDER BY namespace",
+                    params,
+                )
+            ]
+
+        return await self._read(body)
+
+    async def set_retention_policy(
+        self,
+        namespace: str,
+        *,
+        deleted_days: int | None,
+        terminal_days: int | None,
+        actor: str,
+    ) -> RetentionPolicy:
+        def body(conn: sqlite3.Connection) -> RetentionPolicy:
+            now = _now_us()
+            conn.execute(
+                "INSERT OR REPLACE INTO retention_policies"
+                " (namespace, deleted_days, terminal_days, updated_at, updated_by)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (namespace, deleted_days, terminal_days, now, actor),
+            )
+            return RetentionPolicy(namespace, deleted_days, terminal_days, _from_us(now), actor)
+
+        return await self._write(body)
+
+    async def append_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        namespace: str,
+        user_id: str | None,
+        session_count: int,
+        details: dict[str, Any],
+    ) -> AuditRecord:
+        text = _json(details)
+
+        def body(conn: sqlite3.Connection) -> AuditRecord:
+            now = _now_us()
+            cursor = conn.execute(
+                "INSERT INTO audit_log"
+                " (at, actor, action, namespace, user_id, session_count, details)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, actor, action, namespace, user_id, session_count, text),
+            )
+            record_id = int(cursor.lastrowid or 0)
+            return AuditRecord(
+                record_id,
+                _from_us(now),
+                actor,
+                action,
+                namespace,
+                user_id,
+                session_count,
+                loads(text),
+            )
+
+        return await self._write(body)
+
+    async def list_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        clauses = ["id > ?"]
+        params: list[Any] = [_bound(after_id)]
+        if user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(user_id)
+        if action is not None:
+            clauses.append("action = ?")
+            params.append(action)
+        params.append(_bound(limit))
+        sql = (
+            "SELECT id, at, actor, action, namespace, user_id, session_count, details"
+            f" FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+        )
+
+        def body(conn: sqlite3.Connection) -> list[AuditRecord]:
+            return [
+                AuditRecord(rid, _from_us(at), actor, act, ns, uid, count, loads(details))
+                for rid, at, actor, act, ns, uid, count, details in conn.execute(sql, params)
+            ]
+
+        return await self._read(body)
