@@ -108,3 +108,23 @@ async def test_f13_mismatched_purge_leaves_sessions_readable_in_other_processes(
     for sid in (theirs.session_id, mine.session_id):
         version = await reader.version(sid)
         assert version == 1, f"session {sid} hidden in another process after a purge of nothing"
+
+
+async def test_a_purge_without_a_shared_cache_bumps_epochs_only_when_some_process_caches(
+    make_manager: MakeManager,
+) -> None:
+    """Without a cache of its own, a purge must reach other processes' caches; when none
+    exists (no epoch row names a cache server), it has nothing to wait for."""
+    manager = await make_manager()
+    if manager.tier.caches:
+        pytest.skip("the purging manager has its own shared cache")
+    store = manager.store
+    await store.tier_epoch("apps")
+    first = await manager.create_session("agent", "erase-me")
+    await manager.purge(session_id=first.session_id)
+    assert await store.tier_epoch("apps") == (0, "")  # nobody caches: nothing bumped
+    await store.bump_tier_epoch("apps", cache_id="some-valkey")
+    second = await manager.create_session("agent", "erase-me")
+    await manager.purge(session_id=second.session_id)
+    expected = 1 if store.in_process else 2  # an in-process store's data has no other reader
+    assert (await store.tier_epoch("apps")).epoch == expected

@@ -289,6 +289,15 @@ async def test_tier_epoch_rows(store: SessionStore) -> None:
     assert await store.tier_epoch("new") == (0, "")
 
 
+async def test_caches_in_use_once_a_namespace_names_a_cache_server(store: SessionStore) -> None:
+    assert await store.caches_in_use() is False
+    await store.tier_epoch("plain")
+    await store.bump_tier_epoch("plain")
+    assert await store.caches_in_use() is False
+    await store.bump_tier_epoch("cached", cache_id="run-1")
+    assert await store.caches_in_use() is True
+
+
 async def test_concurrent_tier_epoch_bumps_are_never_lost(store: SessionStore) -> None:
     names = ["x", "y", "z"]
     await asyncio.gather(*(store.tier_epoch(n) for n in names))

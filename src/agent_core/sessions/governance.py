@@ -35,13 +35,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from agent_core import codec
 from agent_core.errors import AgentCoreError, ValidationError
 from agent_core.sessions import limits
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint, SessionState
-from agent_core.stores.base import AuditRecord, RetentionPolicy
+from agent_core.stores.base import AuditRecord, RetentionPolicy, SessionStore
 
 if TYPE_CHECKING:
     from agent_core.sessions.session_manager import SessionManager
@@ -170,8 +170,7 @@ class _Count:
 
 async def apply_retention(manager: SessionManager, *, batch_size: int) -> RetentionResult:
     """Purge what ``manager.namespace``'s retention policy says is due; see the module doc."""
-    if batch_size < 1:
-        raise ValidationError("batch_size must be positive")
+    limits.check_batch_size(batch_size)
     await manager.open()
     policies = await manager.store.retention_policies(manager.namespace)
     if not policies:
@@ -323,3 +322,97 @@ async def _export(
             if complete:
                 raise
             logger.error("could not record an export of user %r in the audit log: %s", user_id, exc)
+
+
+class GovernanceAPI:
+    """The data-governance part of ``SessionManager``'s API (it inherits this class): export,
+    audit log and retention. Each call validates, then delegates to this module."""
+
+    namespace: str
+    cleanup_batch_size: int
+    store: SessionStore
+
+    if TYPE_CHECKING:
+
+        async def open(self) -> None: ...  # SessionManager.open
+
+    def _manager(self) -> SessionManager:
+        return cast("SessionManager", self)
+
+    def export(
+        self, user_id: str, *, actor: str | None = None, page_size: int = 100
+    ) -> AsyncGenerator[bytes, None]:
+        """Everything stored about ``user_id`` as JSON Lines (``bytes``, one object per line):
+        each session (soft-deleted ones included) followed by its whole checkpoint trail, then
+        an ``end`` line; the format is in ``agent_core.sessions.governance``.
+
+        Read ``page_size`` sessions or checkpoints at a time, so memory does not grow with the
+        export. Leaves an audit record when the iteration ends (``complete`` false if the
+        reader stopped early). Use ``async for line in manager.export(user_id)``.
+        """
+        return export_user(self._manager(), user_id, actor=actor, page_size=page_size)
+
+    async def audit_log(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Audit records (purges, exports, retention runs, policy changes), oldest first;
+        page with ``after_id=<id of the last record of the previous page>``."""
+        limits.check_limit(limit)
+        await self.open()
+        return await self.store.list_audit(
+            user_id=user_id, action=action, after_id=after_id, limit=limit
+        )
+
+    async def retention_policy(self, namespace: str | None = None) -> RetentionPolicy:
+        """The retention policy of ``namespace`` (default: this manager's); days ``None``
+        (keep for ever) when none was set."""
+        name = self.namespace if namespace is None else namespace
+        await self.open()
+        found = await self.store.retention_policies(name)
+        return found[0] if found else RetentionPolicy(name)
+
+    async def retention_policies(self) -> list[RetentionPolicy]:
+        """Every namespace's stored retention policy."""
+        await self.open()
+        return await self.store.retention_policies()
+
+    async def set_retention_policy(
+        self,
+        *,
+        deleted_days: int | None,
+        terminal_days: int | None,
+        namespace: str | None = None,
+        actor: str | None = None,
+    ) -> RetentionPolicy:
+        """Purge soft-deleted sessions ``deleted_days`` after deletion and completed/failed
+        ones ``terminal_days`` after their last change (``None``: keep them); applied by the
+        reapers of ``namespace`` (default: this manager's)."""
+        name = self.namespace if namespace is None else namespace
+        limits.check_name(name, "namespace")
+        check_days(deleted_days, "deleted_days")
+        check_days(terminal_days, "terminal_days")
+        who = check_actor(actor)
+        await self.open()
+        policy = await self.store.set_retention_policy(
+            name, deleted_days=deleted_days, terminal_days=terminal_days, actor=who
+        )
+        await self.store.append_audit(
+            actor=who,
+            action="retention_set",
+            namespace=name,
+            user_id=None,
+            session_count=0,
+            details={"deleted_days": deleted_days, "terminal_days": terminal_days},
+        )
+        return policy
+
+    async def apply_retention(self, *, batch_size: int | None = None) -> RetentionResult:
+        """Purge what this namespace's retention policy says is due, in batches, with the
+        guarantees of ``purge``; returns how many sessions went. Part of ``reap()``."""
+        limit = self.cleanup_batch_size if batch_size is None else batch_size
+        return await apply_retention(self._manager(), batch_size=limit)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +21,14 @@ from agent_core.bus.stream import EventStream
 from agent_core.errors import ValidationError
 from agent_core.resource import AsyncResource
 from agent_core.sessions import governance, limits
-from agent_core.sessions.governance import ReapResult, RetentionResult
+from agent_core.sessions.governance import GovernanceAPI, ReapResult
 from agent_core.sessions.session_models import (
     AgentSession,
     Lease,
     SessionCheckpoint,
     SessionState,
 )
-from agent_core.stores.base import AuditRecord, RetentionPolicy, SessionRef, SessionStore
+from agent_core.stores.base import SessionRef, SessionStore
 from agent_core.tiers.base import SharedTier
 from agent_core.tiers.coherence import Coherence
 
@@ -40,7 +40,7 @@ __all__ = ["SessionManager"]
 logger = logging.getLogger(__name__)
 
 
-class SessionManager(AsyncResource):
+class SessionManager(GovernanceAPI, AsyncResource):
     """Manages agent sessions on a durable store, a shared tier and an in-process tier.
 
     ``SessionManager()`` keeps everything in this process, as the reference design did without
@@ -443,86 +443,6 @@ class SessionManager(AsyncResource):
             details={} if session_id is None else {"session_id": session_id},
         )
         return len(refs)
-
-    # --- data governance (agent_core.sessions.governance) -------------------------------------
-
-    def export(
-        self, user_id: str, *, actor: str | None = None, page_size: int = 100
-    ) -> AsyncGenerator[bytes, None]:
-        """Everything stored about ``user_id`` as JSON Lines (``bytes``, one object per line):
-        each session (soft-deleted ones included) followed by its whole checkpoint trail, then
-        an ``end`` line; the format is in ``agent_core.sessions.governance``.
-
-        Read ``page_size`` sessions or checkpoints at a time, so memory does not grow with the
-        export. Leaves an audit record when the iteration ends (``complete`` false if the
-        reader stopped early). Use ``async for line in manager.export(user_id)``.
-        """
-        return governance.export_user(self, user_id, actor=actor, page_size=page_size)
-
-    async def audit_log(
-        self,
-        *,
-        user_id: str | None = None,
-        action: str | None = None,
-        after_id: int = 0,
-        limit: int = 100,
-    ) -> list[AuditRecord]:
-        """Audit records (purges, exports, retention runs, policy changes), oldest first;
-        page with ``after_id=<id of the last record of the previous page>``."""
-        limits.check_limit(limit)
-        await self.open()
-        return await self.store.list_audit(
-            user_id=user_id, action=action, after_id=after_id, limit=limit
-        )
-
-    async def retention_policy(self, namespace: str | None = None) -> RetentionPolicy:
-        """The retention policy of ``namespace`` (default: this manager's); days ``None``
-        (keep for ever) when none was set."""
-        name = self.namespace if namespace is None else namespace
-        await self.open()
-        found = await self.store.retention_policies(name)
-        return found[0] if found else RetentionPolicy(name)
-
-    async def retention_policies(self) -> list[RetentionPolicy]:
-        """Every namespace's stored retention policy."""
-        await self.open()
-        return await self.store.retention_policies()
-
-    async def set_retention_policy(
-        self,
-        *,
-        deleted_days: int | None,
-        terminal_days: int | None,
-        namespace: str | None = None,
-        actor: str | None = None,
-    ) -> RetentionPolicy:
-        """Purge soft-deleted sessions ``deleted_days`` after deletion and completed/failed
-        ones ``terminal_days`` after their last change (``None``: keep them); applied by the
-        reapers of ``namespace`` (default: this manager's)."""
-        name = self.namespace if namespace is None else namespace
-        limits.check_name(name, "namespace")
-        governance.check_days(deleted_days, "deleted_days")
-        governance.check_days(terminal_days, "terminal_days")
-        who = governance.check_actor(actor)
-        await self.open()
-        policy = await self.store.set_retention_policy(
-            name, deleted_days=deleted_days, terminal_days=terminal_days, actor=who
-        )
-        await self.store.append_audit(
-            actor=who,
-            action="retention_set",
-            namespace=name,
-            user_id=None,
-            session_count=0,
-            details={"deleted_days": deleted_days, "terminal_days": terminal_days},
-        )
-        return policy
-
-    async def apply_retention(self, *, batch_size: int | None = None) -> RetentionResult:
-        """Purge what this namespace's retention policy says is due, in batches, with the
-        guarantees of ``purge``; returns how many sessions went. Part of ``reap()``."""
-        limit = self.cleanup_batch_size if batch_size is None else batch_size
-        return await governance.apply_retention(self, batch_size=limit)
 
     # --- leases ------------------------------------------------------------------------------
 

@@ -346,6 +346,11 @@ class SessionStore(AsyncResource, ABC):
         several processes create it at once)."""
 
     @abstractmethod
+    async def caches_in_use(self) -> bool:
+        """True when some namespace's epoch row names a cache server (a process reads this
+        store through a shared cache): then a change made without that cache must bump."""
+
+    @abstractmethod
     async def bump_tier_epoch(
         self, namespace: str | None = None, *, cache_id: str | None = None
     ) -> None:

@@ -403,6 +403,10 @@ class MemoryStore(SessionStore):
         self._check_open()
         return self._epochs.setdefault(namespace, TierEpoch(0, ""))
 
+    async def caches_in_use(self) -> bool:
+        self._check_open()
+        return any(epoch.cache_id for epoch in self._epochs.values())
+
     async def bump_tier_epoch(
         self, namespace: str | None = None, *, cache_id: str | None = None
     ) -> None:

@@ -373,6 +373,7 @@ RETURNING lease_token
 _SQL_CURRENT_LEASE = f"SELECT state, {_LEASE}, {_LEASE_LIVE} FROM sessions WHERE session_id = $1"
 
 _SQL_TIER_EPOCH = "SELECT epoch, cache_id FROM tier_epochs WHERE namespace = $1"
+_SQL_CACHES_IN_USE = "SELECT EXISTS (SELECT 1 FROM tier_epochs WHERE cache_id <> '')"
 
 # Insert-if-absent that always returns the row: DO UPDATE (a no-op) locks and returns a row a
 # concurrent creator committed after this statement's snapshot, which DO NOTHING would hide.
@@ -1325,6 +1326,12 @@ class PostgresStore(SessionStore):
         return await self._run(body, "current_lease")
 
     # --- tier epochs -----------------------------------------------------------------------
+
+    async def caches_in_use(self) -> bool:
+        async def body(conn: Any, attempt: _Attempt) -> bool:
+            return bool(await conn.fetchval(_SQL_CACHES_IN_USE))
+
+        return await self._run(body, "caches_in_use")
 
     async def tier_epoch(self, namespace: str) -> TierEpoch:
         name = _esc(namespace)

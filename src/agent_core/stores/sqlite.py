@@ -105,6 +105,7 @@ _INSERT_CHECKPOINT = (
 _IN_CHUNK = 500
 _SELECT_EPOCH = "SELECT epoch, cache_id FROM tier_epochs WHERE namespace = ?"
 _INSERT_EPOCH = "INSERT OR IGNORE INTO tier_epochs (namespace) VALUES (?)"
+_CACHES_IN_USE = "SELECT EXISTS (SELECT 1 FROM tier_epochs WHERE cache_id <> '')"
 _SCHEMA_TABLE = (
     "CREATE TABLE IF NOT EXISTS agent_core_schema ("
     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -1203,6 +1204,12 @@ class SQLiteStore(SessionStore):
         return await self._read(body)
 
     # --- tier epochs -----------------------------------------------------------------------
+
+    async def caches_in_use(self) -> bool:
+        def read(conn: sqlite3.Connection) -> bool:
+            return bool(conn.execute(_CACHES_IN_USE).fetchone()[0])
+
+        return await self._read(read)
 
     async def tier_epoch(self, namespace: str) -> TierEpoch:
         def read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:

@@ -274,11 +274,15 @@ class Coherence(AsyncResource):
                 self.local.discard(ref.session_id)
         changes = [Change(ref.session_id, DELETED_VERSION) for ref in refs]
         missed = await self._commit_slices(changes, [event(EventKind.PURGED, r) for r in refs])
-        if missed or not (self.tier.caches or self.store.in_process):
+        if missed or (not self.tier.caches and await self._others_cache()):
             # Caches this tier could not reach (or, without one, other applications' caches):
             # wait until no process can still trust an entry of the epoch just left.
             await self._invalidate_everywhere(None if not self.tier.caches else self.namespace)
             await asyncio.sleep(self.trust_window)
+
+    async def _others_cache(self) -> bool:
+        """Whether processes of other managers may read this store through a shared cache."""
+        return not self.store.in_process and await self.store.caches_in_use()
 
     async def swept(self, refs: Sequence[SessionRef], data: dict[str, Any]) -> None:
         """After a batch of the stale sweep; without a shared cache of its own, the sweep
