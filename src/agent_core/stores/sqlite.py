@@ -947,7 +947,7 @@ class SQLiteStore(SessionStore):
     async def purge(
         self, *, session_id: str | None = None, user_id: str | None = None
     ) -> list[SessionRef]:
-        conn, worker = self._require_open()
+        self._require_open()
         if session_id is None and user_id is None:
             return []
         clauses, params = [], []
@@ -966,6 +966,12 @@ class SQLiteStore(SessionStore):
             # Checkpoints go with their session through ON DELETE CASCADE.
             conn.execute(f"DELETE FROM sessions WHERE {where}", params)
             return [_ref(row) for row in found]
+
+        return await self._purge_with(body)
+
+    async def _purge_with(self, body: _Body[list[SessionRef]]) -> list[SessionRef]:
+        """Run the purge transaction ``body``; if it removed anything, erase it from the files."""
+        conn, worker = self._require_open()
 
         def purge_sync() -> list[SessionRef]:
             removed = self._write_sync(conn, body)
@@ -1256,7 +1262,7 @@ class SQLiteStore(SessionStore):
         limit: int,
         after: str | None = None,
     ) -> list[SessionRef]:
-        conn, worker = self._require_open()
+        self._require_open()
         wanted = sorted({state.value for state in states})
         if not wanted or limit <= 0:
             return []
@@ -1276,13 +1282,7 @@ class SQLiteStore(SessionStore):
             )
             return sorted(_ref(row) for row in found)
 
-        def purge_sync() -> list[SessionRef]:
-            removed = self._write_sync(conn, body)
-            if removed:
-                self._erase_sync(conn)
-            return removed
-
-        return await self._submit(worker, purge_sync)
+        return await self._purge_with(body)
 
     async def list_user_sessions(
         self, user_id: str, *, limit: int = 100, after: str | None = None
