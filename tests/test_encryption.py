@@ -329,10 +329,12 @@ async def test_patch_set_state_sweep_and_limits_with_encryption(make_manager: Ma
     got = await reader.get_session(a.session_id)
     assert got is not None and "big" not in got.context
 
-    await manager.set_state(a.session_id, SessionState.FAILED, "tool crashed")
+    await manager.set_state(a.session_id, SessionState.FAILED, f"tool crashed {SECRET}-reason")
+    assert f"{SECRET}-reason".encode() not in await stored_bytes(manager)
     got = await reader.get_session(a.session_id)
     assert got is not None and got.state is SessionState.FAILED
-    assert got.context["failure_reason"] == "tool crashed" and got.context["note"] == SECRET
+    assert got.context["failure_reason"] == f"tool crashed {SECRET}-reason"
+    assert got.context["note"] == SECRET
 
     b = await manager.create_session("tutor", "u", {"note": SECRET})
     await asyncio.sleep(0.05)

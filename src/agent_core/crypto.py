@@ -9,9 +9,9 @@ its field, so a sealed value copied to another session or field does not open. I
 sealed body is ``b"$" + kid + b"." + base64(nonce || ciphertext)`` (no newline, so the step
 deltas of an entry still split exactly).
 
-Keys that the store adds in SQL beside a sealed envelope (``failure_reason``, written by
-``set_state(FAILED, reason)`` and the stale sweep) are overlaid on the opened value; the next
-write through Python seals them in.
+Keys that a store adds in SQL beside a sealed envelope (the stale sweep's constant
+``"failure_reason": "heartbeat_timeout"``) are laid over the opened value; the session's next
+write seals them in. Every other change of a sealed value goes through Python under the row lock.
 """
 
 from __future__ import annotations

@@ -311,7 +311,8 @@ _SQL_RESEAL_CHECKPOINT = (
 _SQL_SET_STATE = """
 UPDATE sessions
    SET state = $2,
-       context = CASE WHEN $3::text IS NULL THEN context
+       context = CASE WHEN $6::jsonb IS NOT NULL THEN $6::jsonb
+                      WHEN $3::text IS NULL THEN context
                       ELSE context || jsonb_build_object('failure_reason', $3::text) END,
        lease_owner = CASE WHEN $2 = 'deleted' THEN NULL ELSE lease_owner END,
        lease_expires_at = CASE WHEN $2 = 'deleted' THEN NULL ELSE lease_expires_at END,
@@ -1242,10 +1243,12 @@ class PostgresStore(SessionStore):
                 _opt_esc(failure_reason),
                 _SOURCES[state],
                 None if fence is None else fence.token,
+                None,
             ),
             session_id,
             fence,
             target=state,
+            reason=failure_reason if self.sealer is not None else None,
         )
 
     async def _write_head(
@@ -1257,13 +1260,33 @@ class PostgresStore(SessionStore):
         fence: Lease | None,
         *,
         target: SessionState | None = None,
+        reason: str | None = None,
     ) -> AgentSession:
-        """Run a one-row ``UPDATE ... RETURNING head``; explain a miss with a second read."""
+        """Run a one-row ``UPDATE ... RETURNING head``; explain a miss with a second read.
+
+        ``reason`` (set_state to failed with a sealer): the context is read under the row lock,
+        given its ``failure_reason`` and sealed again, in the transaction of the update (its
+        last argument), so the reason is never stored in the clear."""
+
+        async def write(conn: Any, attempt: _Attempt) -> Any:
+            if reason is None:
+                attempt.write_sent = True
+                return await conn.fetchrow(sql, *args)
+            sealer = self.sealer
+            assert sealer is not None
+            async with conn.transaction():
+                stored = await conn.fetchval(_SQL_LOCK_CONTEXT, session_id, args[4])
+                if stored is None:
+                    return None
+                context = open_value(sealer, _loads(stored), f"{session_id}/context")
+                context["failure_reason"] = reason
+                sealed = _seal(sealer, context, session_id, "context")
+                attempt.write_sent = True
+                return await conn.fetchrow(sql, *args[:-1], sealed)
 
         async def body(conn: Any, attempt: _Attempt) -> AgentSession:
             for _ in range(_MAX_ATTEMPTS):
-                attempt.write_sent = True
-                row = await conn.fetchrow(sql, *args)
+                row = await write(conn, attempt)
                 attempt.write_sent = False
                 if row is not None:
                     return self._head(row)
