@@ -354,3 +354,44 @@ def test_key_material_is_random_per_value() -> None:
     sealer = Sealer([("k", os.urandom(32))])
     one, two = sealer.seal({"a": 1}, "s/f"), sealer.seal({"a": 1}, "s/f")
     assert one["$sealed"] != two["$sealed"]  # a fresh nonce each time
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def _spec(*keys: tuple[str, bytes]) -> str:
+    return ",".join(f"{kid}:{base64.b64encode(key).decode()}" for kid, key in keys)
+
+
+def test_cli_reads_keys_from_the_environment_and_rotates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent_core.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    async def write() -> str:
+        async with SessionManager.from_url(url, encryption_keys=[K1]) as manager:
+            session = await manager.create_session("tutor", "u", {"note": SECRET})
+            return str(session.session_id)
+
+    sid = asyncio.run(write())
+    monkeypatch.setenv("AGENT_CORE_STORE_URL", url)
+    monkeypatch.delenv("AGENT_CORE_ENCRYPTION_KEYS", raising=False)
+    assert main(["sessions", "show", sid]) == 1  # no key: a one-line typed error
+    assert "encrypted" in capsys.readouterr().err
+    assert main(["rotate-keys"]) == 1
+    assert "AGENT_CORE_ENCRYPTION_KEYS" in capsys.readouterr().err
+
+    monkeypatch.setenv("AGENT_CORE_ENCRYPTION_KEYS", _spec(K2, K1))
+    assert main(["sessions", "show", sid]) == 0
+    assert SECRET in capsys.readouterr().out
+    assert main(["rotate-keys", "--batch-size", "1"]) == 0
+    assert "re-encrypted 2 row(s) with key 'k2'" in capsys.readouterr().out
+
+    monkeypatch.setenv("AGENT_CORE_ENCRYPTION_KEYS", _spec(K2))
+    assert main(["sessions", "show", sid]) == 0
+    assert SECRET in capsys.readouterr().out
+    monkeypatch.setenv("AGENT_CORE_ENCRYPTION_KEYS", "k2:not-base64!")
+    assert main(["sessions", "show", sid]) == 1
+    assert "base64" in capsys.readouterr().err
