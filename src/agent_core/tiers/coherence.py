@@ -159,12 +159,18 @@ class Coherence(AsyncResource):
         self._confirmed_at = started
 
     async def _watch_epoch(self) -> None:
-        while True:
+        # A cancel from close() that lands inside a driver call may come out of it as a
+        # CacheUnavailable or StoreUnavailable (swallowed below); stop on close or on a
+        # pending cancel all the same, or close() would wait for this task for ever.
+        task = asyncio.current_task()
+        while self._opened:
             await asyncio.sleep(self.epoch_interval)
             try:
                 await self._confirm_epoch()
             except AgentCoreError as exc:
                 logger.debug("cannot confirm the tier epoch: %s", exc)
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
 
     # --- reads ---------------------------------------------------------------------------------
 
