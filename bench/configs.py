@@ -826,6 +826,48 @@ class AgentCorePostgresValkey(AgentCorePostgres):
             raise Unavailable("redis-py is not installed") from exc
 
 
+# A fixed benchmark key (never a real one): encryption at rest costs the same for any key.
+BENCH_ENCRYPTION_KEYS = [("bench", bytes(range(32)))]
+
+
+class AgentCorePostgresValkeyEncrypted(AgentCorePostgresValkey):
+    name = "ac-pg-valkey-enc"
+    # Bulk loads copy one sealed row to many ids, which the session-bound seal refuses: W2
+    # and W3 (what encryption costs a write and a read) need none.
+    workloads = frozenset({"W2", "W3", "W3-local"})
+    description = (
+        "ac-pg-valkey with encryption_keys= (AES-GCM of context, metadata, checkpoint data in"
+        " PostgreSQL and of Valkey entries and step deltas)"
+    )
+
+    def _manager(self, *, local: bool) -> Any:
+        from agent_core.sessions import SessionManager
+
+        return SessionManager.from_url(
+            self.dsn,
+            cache_url=self.env.valkey_url,
+            namespace=self.namespace,
+            local_cache=local,
+            encryption_keys=BENCH_ENCRYPTION_KEYS,
+        )
+
+
+class AgentCoreSQLiteEncrypted(AgentCoreSQLite):
+    name = "ac-sqlite-enc"
+    workloads = frozenset({"W2", "W3", "W3-local"})
+    description = "ac-sqlite with encryption_keys= (AES-GCM of context, metadata, checkpoint data)"
+
+    def _manager(self, *, local: bool) -> Any:
+        from agent_core.sessions import SessionManager
+
+        return SessionManager.from_url(
+            f"sqlite:///{self.path}",
+            namespace=self.namespace,
+            local_cache=local,
+            encryption_keys=BENCH_ENCRYPTION_KEYS,
+        )
+
+
 ADAPTERS: list[type[Adapter]] = [
     RawValkey,
     RawPostgres,
@@ -834,4 +876,6 @@ ADAPTERS: list[type[Adapter]] = [
     AgentCoreSQLite,
     AgentCorePostgres,
     AgentCorePostgresValkey,
+    AgentCoreSQLiteEncrypted,
+    AgentCorePostgresValkeyEncrypted,
 ]

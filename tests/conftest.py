@@ -77,6 +77,9 @@ def manager_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest
     """
     store_kind, cache_kind, local = BACKENDS[backend]
     namespace = f"t{uuid.uuid4().hex[:12]}"
+    # AGENT_CORE_TEST_ENCRYPTION_KEYS ("k1:base64,..."): every manager encrypts at rest, so
+    # the whole suite can be run again with encryption on.
+    encryption_keys = os.environ.get("AGENT_CORE_TEST_ENCRYPTION_KEYS") or None
     shared_memory = MemoryStore()
     # Backends with no cross-process channel share one in-process bus, as threads of one
     # process would; the others get their real bus from the URL.
@@ -90,6 +93,8 @@ def manager_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest
     async def make(**options: Any) -> SessionManager:
         options.setdefault("local_cache", local)
         options.setdefault("namespace", namespace)
+        if encryption_keys is not None:
+            options.setdefault("encryption_keys", encryption_keys)
         if store_kind == "memory":
             return SessionManager(store=shared_memory, bus=in_process_bus, **options)
         if store_kind == "sqlite":

@@ -241,6 +241,17 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    require_existing_store(args)
+    async with make_manager(args) as manager:
+        if manager.sealer is None:
+            raise _Refused(f"rotate-keys needs {ENV_PREFIX}ENCRYPTION_KEYS (new key first)")
+        count = await manager.rotate_keys(batch_size=args.batch_size)
+        kid = manager.sealer.kid
+    print(f"re-encrypted {count} row(s) with key {kid!r}; older keys may now be dropped")
+    return 0
+
+
 async def cmd_migrate(args: argparse.Namespace) -> int:
     url = store_url(args)
     async with make_manager(args, url) as manager:
@@ -696,6 +707,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="purge completed and failed sessions M days after their last change",
     )
     _actor_option(p)
+
+    p = add(
+        commands,
+        "rotate-keys",
+        cmd_rotate_keys,
+        "re-encrypt stored data with the first key of the encryption keys",
+        epilog=f"Keys come from {ENV_PREFIX}ENCRYPTION_KEYS ('k2:base64,k1:base64', the first "
+        "encrypts). Safe while applications run: short batches under row locks.",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=500, metavar="N")
 
     p = add(commands, "audit", cmd_audit, "list audit records (purges, exports, retention)")
     p.add_argument("--user", metavar="U", help="only records about this user")

@@ -148,4 +148,9 @@ def require_existing_store(args: argparse.Namespace) -> None:
 def make_manager(args: argparse.Namespace, url: str | None = None) -> SessionManager:
     cache = cache_url(args)
     name = namespace(args)
-    return SessionManager.from_url(url or store_url(args), cache_url=cache, namespace=name)
+    # Encryption at rest: "k2:base64,k1:base64", the first key encrypts (never a flag: keys
+    # do not belong on a command line).
+    keys = env("ENCRYPTION_KEYS")
+    return SessionManager.from_url(
+        url or store_url(args), cache_url=cache, namespace=name, encryption_keys=keys
+    )

@@ -11,6 +11,7 @@ __all__ = [
     "CacheUnavailable",
     "ConfigurationError",
     "ConflictError",
+    "DecryptionError",
     "InvalidSessionId",
     "InvalidTransition",
     "InvalidValue",
@@ -97,3 +98,8 @@ class MissingDependency(ConfigurationError, ImportError):
 
 class NotOpenError(AgentCoreError, RuntimeError):
     """A store or cache used before ``open()`` or after ``close()``."""
+
+
+class DecryptionError(AgentCoreError):
+    """An encrypted value could not be opened: its key is not configured, the key is wrong,
+    or the value was tampered with. Nothing is returned in its place."""

@@ -33,9 +33,11 @@ import orjson
 
 from agent_core.cache import keys
 from agent_core.cache.base import DELETED_VERSION
+from agent_core.crypto import Sealer
 from agent_core.errors import (
     CacheUnavailable,
     ConfigurationError,
+    DecryptionError,
     MissingDependency,
     NotOpenError,
 )
@@ -154,18 +156,29 @@ def parse_header(raw: bytes) -> tuple[int, int] | None:
     return int(raw[:_VERSION]), int(raw[_VERSION:_HEADER])
 
 
-def _decode_entry(body: bytes | str) -> dict[str, Any]:
+def _json_part(raw: bytes, sealer: Sealer | None, aad: bytes) -> Any:
+    """One JSON part of a value: the entry body or a step's delta, opened if sealed."""
+    if raw[:1] != b"$":
+        return orjson.loads(raw)
+    if sealer is None:
+        raise DecryptionError("the cache entry is encrypted but no encryption_keys are configured")
+    return orjson.loads(sealer.open_bytes(raw, aad))
+
+
+def _decode_entry(
+    body: bytes | str, sealer: Sealer | None = None, aad: bytes = b""
+) -> dict[str, Any]:
     """An entry's ``to_dict()`` form, with the deltas of the steps that advanced it applied."""
     if isinstance(body, str):  # a client with decode_responses=True
         body = body.encode()
     if b"\n" not in body:
-        data: dict[str, Any] = orjson.loads(body)
+        data: dict[str, Any] = _json_part(body, sealer, aad)
         return data
     first, *deltas = body.split(b"\n")
-    data = orjson.loads(first)
+    data = _json_part(first, sealer, aad)
     checkpoints = data["checkpoints"]
     for raw in deltas:
-        delta = orjson.loads(raw)
+        delta = _json_part(raw, sealer, aad)
         checkpoints.extend(delta.pop("c"))
         window = delta.pop("w")
         data.update(delta)
@@ -248,7 +261,10 @@ class ValkeyCache(AsyncResource):
         ttl: float = 86400,
         tombstone_ttl: float | None = None,
         retry_after: float = 0.5,
+        sealer: Sealer | None = None,
     ) -> None:
+        # With a sealer, entry bodies and step deltas are sealed (AES-GCM, bound to the key).
+        self.sealer = sealer
         # A tombstone must outlive any fill it races: by default it lives as long as an entry
         # (it is 40 bytes); a fill is sent only while it is younger than half this life.
         if tombstone_ttl is None:
@@ -286,6 +302,7 @@ class ValkeyCache(AsyncResource):
         tombstone_ttl: float | None = None,
         timeout: float = 0.25,
         retry_after: float = 0.5,
+        sealer: Sealer | None = None,
         **client_kwargs: Any,
     ) -> Self:
         """A cache that owns a redis-py client for ``url`` and closes it on ``close()``."""
@@ -296,6 +313,7 @@ class ValkeyCache(AsyncResource):
             ttl=ttl,
             tombstone_ttl=tombstone_ttl,
             retry_after=retry_after,
+            sealer=sealer,
         )
         cache._owns_client = True
         return cache
@@ -346,7 +364,10 @@ class ValkeyCache(AsyncResource):
             self.stats["misses"] += 1
             return None
         try:
-            session = AgentSession.from_dict(_decode_entry(raw[_HEADER:]))
+            key = keys.session_key(self.namespace, session_id)
+            session = AgentSession.from_dict(
+                _decode_entry(raw[_HEADER:], self.sealer, key.encode())
+            )
         except Exception as exc:
             # Not an entry this code wrote (a foreign or damaged value): never serve it.
             self.stats["errors"] += 1
@@ -380,11 +401,11 @@ class ValkeyCache(AsyncResource):
         """The write that caches ``session`` (for a caller that sends it itself)."""
         if self._broken_until:
             self._refuse()
-        return CacheWrite(
-            keys.session_key(self.namespace, session.session_id),
-            _header(session.version, epoch) + orjson.dumps(session.to_dict()),
-            self._ttl_ms,
-        )
+        key = keys.session_key(self.namespace, session.session_id)
+        body = orjson.dumps(session.to_dict())
+        if self.sealer is not None:
+            body = self.sealer.seal_bytes(body, key.encode())
+        return CacheWrite(key, _header(session.version, epoch) + body, self._ttl_ms)
 
     def step_write(
         self,
@@ -406,12 +427,13 @@ class ValkeyCache(AsyncResource):
             del delta["context"], delta["metadata"]
         delta["c"] = [cp.to_dict() for cp in appended]
         delta["w"] = window
+        key = keys.session_key(self.namespace, head.session_id)
+        body = orjson.dumps(delta)
+        if self.sealer is not None:
+            body = self.sealer.seal_bytes(body, key.encode())
         return CacheWrite(
-            keys.session_key(self.namespace, head.session_id),
-            b"+%020d" % (head.version - 1)
-            + _header(head.version, epoch)
-            + b"\n"
-            + orjson.dumps(delta),
+            key,
+            b"+%020d" % (head.version - 1) + _header(head.version, epoch) + b"\n" + body,
             self._ttl_ms,
         )
 

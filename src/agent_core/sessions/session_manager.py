@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from agent_core import codec, factory
+from agent_core import codec, crypto, factory
 from agent_core.bus.base import EventBus, EventKind
 from agent_core.bus.stream import EventStream
-from agent_core.errors import ValidationError
+from agent_core.errors import ConfigurationError, ValidationError
 from agent_core.resource import AsyncResource
 from agent_core.sessions import governance, limits
 from agent_core.sessions.governance import GovernanceAPI, ReapResult
@@ -66,6 +66,7 @@ class SessionManager(GovernanceAPI, AsyncResource):
         max_payload_bytes: int = codec.DEFAULT_MAX_PAYLOAD_BYTES,
         cleanup_batch_size: int = 500,
         create_schema: bool = True,
+        encryption_keys: Any = None,
     ) -> None:
         if store is not None and db_pool is not None:
             raise ValueError("pass either store= or db_pool=, not both")
@@ -94,6 +95,13 @@ class SessionManager(GovernanceAPI, AsyncResource):
         if tier is None:
             tier = factory.bus_tier(bus) if bus is not None else reference_tier
         self.tier: SharedTier = tier
+
+        # Encryption at rest: the store and the shared tier seal what they keep outside the
+        # process; the in-process tier holds opened sessions.
+        self.sealer = crypto.sealer_from(encryption_keys)
+        if self.sealer is not None:
+            self.store.sealer = self.sealer
+            self.tier.use_sealer(self.sealer)
 
         self.local = local = factory.local_tier(local_cache, self.store, ttl=min(ttl, 60.0))
         self.coherence = Coherence(
@@ -497,6 +505,35 @@ class SessionManager(GovernanceAPI, AsyncResource):
         failed = await self.cleanup_stale_sessions(max_age)
         retention = await self.apply_retention(batch_size=limit)
         return ReapResult(expired, failed, retention)
+
+    # --- encryption at rest ------------------------------------------------------------------
+
+    async def rotate_keys(self, *, batch_size: int | None = None) -> int:
+        """Re-encrypt with the first of ``encryption_keys`` every stored context, metadata and
+        checkpoint value sealed with another key (or not sealed at all), while the application
+        runs: each batch of ``batch_size`` rows (default ``cleanup_batch_size``) is one short
+        transaction under the rows' locks, and the version does not move, so no concurrent
+        compare-and-set is refused or lost. Then the tier epoch is bumped, so no process trusts
+        a cache entry sealed before. Returns how many rows were re-sealed; once it returns, the
+        older keys may be dropped."""
+        if self.sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+        size = self.cleanup_batch_size if batch_size is None else batch_size
+        limits.check_batch_size(size)
+        await self.open()
+        total = 0
+        after: str | None = ""
+        while after is not None:
+            count, after = await self.store.reseal_sessions(after, size)
+            total += count
+        cursor: tuple[str, int] | None = ("", 0)
+        while cursor is not None:
+            count, cursor = await self.store.reseal_checkpoints(cursor, size)
+            total += count
+        if not self.store.in_process:
+            await self.store.bump_tier_epoch(None)
+        logger.info("rotate_keys: %d rows re-sealed with key %r", total, self.sealer.kid)
+        return total
 
     # --- events ------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from agent_core.crypto import Sealer
 from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 
@@ -135,6 +136,9 @@ class SessionStore(AsyncResource, ABC):
     """Durable storage of sessions, their checkpoint trail and their leases."""
 
     in_process: bool = False
+    # Encryption at rest (``agent_core.crypto``): set by the manager before ``open()``; a store
+    # that keeps data out of the process seals context, metadata and checkpoint data with it.
+    sealer: Sealer | None = None
     """True when the data lives in this process only (an in-process cache tier would only
     cost memory in front of it)."""
 
@@ -349,6 +353,20 @@ class SessionStore(AsyncResource, ABC):
     async def caches_in_use(self) -> bool:
         """True when some namespace's epoch row names a cache server (a process reads this
         store through a shared cache): then a change made without that cache must bump."""
+
+    async def reseal_sessions(self, after: str, limit: int) -> tuple[int, str | None]:
+        """Key rotation: re-seal with the first key the context and metadata of up to
+        ``limit`` sessions after id ``after`` that are not all sealed with it, in one short
+        transaction under their row locks (the version stays: the values are the same).
+        Returns how many were re-sealed and the id to continue after (``None``: done). A store
+        that keeps nothing outside the process has nothing to do."""
+        return 0, None
+
+    async def reseal_checkpoints(
+        self, after: tuple[str, int], limit: int
+    ) -> tuple[int, tuple[str, int] | None]:
+        """``reseal_sessions`` for checkpoint data, paged by ``(session_id, seq)``."""
+        return 0, None
 
     @abstractmethod
     async def bump_tier_epoch(

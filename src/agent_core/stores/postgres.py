@@ -36,11 +36,13 @@ from typing import Any, NoReturn, TypeVar
 
 import orjson
 
-from agent_core.codec import encode_patched
+from agent_core.codec import encode_patched, merge_patch
+from agent_core.crypto import Sealer, open_value
 from agent_core.errors import (
     AgentCoreError,
     ConfigurationError,
     ConflictError,
+    DecryptionError,
     LeaseHeld,
     LeaseLost,
     MissingDependency,
@@ -153,7 +155,11 @@ WHERE s.session_id = $1 AND s.state <> 'deleted'
 
 _SQL_GET_VERSION = "SELECT version FROM sessions WHERE session_id = $1 AND state <> 'deleted'"
 
-_SQL_PROBE = f"SELECT state, version, {_LEASE}, {_LEASE_LIVE} FROM sessions WHERE session_id = $1"
+# ``sealed``: the context is encrypted, so a manager without the key may not merge into it.
+_SQL_PROBE = (
+    f"SELECT state, version, {_LEASE}, {_LEASE_LIVE}, context ? '$sealed' AS sealed"
+    " FROM sessions WHERE session_id = $1"
+)
 
 # Moving to 'deleted' clears the lease, as delete does.
 _UPDATE_SET = """
@@ -223,7 +229,7 @@ _SQL_PATCH_CONTEXT = """
 UPDATE sessions
    SET context = agent_core_merge_patch(context, $2::jsonb), version = version + 1,
        updated_at = now()
- WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND NOT context ? '$sealed' AND {fence}
 RETURNING {head}
 """.format(fence=_FENCE.format(f="$3"), head=_HEAD)
 
@@ -237,7 +243,7 @@ _SQL_PATCH_CONTEXT_BOUNDED = """
 WITH cur AS MATERIALIZED (
     SELECT agent_core_merge_patch(context, $2::jsonb) AS merged
       FROM sessions
-     WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+     WHERE session_id = $1 AND state <> 'deleted' AND NOT context ? '$sealed' AND {fence}
        FOR NO KEY UPDATE
 ), sized AS MATERIALIZED (
     SELECT merged, merged::text AS t FROM cur
@@ -259,7 +265,7 @@ SELECT (SELECT count(*) FROM cur) AS matched, {s_head} FROM (SELECT 1) AS one LE
 _SQL_PATCH_MERGED = """
 SELECT agent_core_merge_patch(context, $2::jsonb) AS merged
   FROM sessions
- WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND NOT context ? '$sealed' AND {fence}
    FOR NO KEY UPDATE
 """.format(fence=_FENCE.format(f="$3"))
 
@@ -269,10 +275,44 @@ UPDATE sessions SET context = $2::jsonb, version = version + 1, updated_at = now
 RETURNING {_HEAD}
 """
 
+# patch_context with a sealer: the context is read under the row lock, merged in Python and
+# written back sealed (_SQL_SET_CONTEXT), in one transaction.
+_SQL_LOCK_CONTEXT = """
+SELECT context FROM sessions
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+   FOR NO KEY UPDATE
+""".format(fence=_FENCE.format(f="$2"))
+
+# Key rotation: the next rows whose values are not all sealed with the first key, locked, then
+# written back re-sealed. The version does not move: the value it names is the same.
+_NOT_CURRENT = "NOT ({c} ? '$sealed' AND {c}->>'kid' = $1)"
+_SQL_RESEAL_SESSIONS_PICK = f"""
+SELECT session_id, context, metadata FROM sessions
+ WHERE session_id > $2
+   AND ({_NOT_CURRENT.format(c="context")} OR {_NOT_CURRENT.format(c="metadata")})
+ ORDER BY session_id
+ LIMIT $3
+   FOR NO KEY UPDATE
+"""
+_SQL_RESEAL_SESSION = (
+    "UPDATE sessions SET context = $2::jsonb, metadata = $3::jsonb WHERE session_id = $1"
+)
+_SQL_RESEAL_CHECKPOINTS_PICK = f"""
+SELECT session_id, seq, data FROM checkpoints
+ WHERE (session_id, seq) > ($2, $3) AND {_NOT_CURRENT.format(c="data")}
+ ORDER BY session_id, seq
+ LIMIT $4
+   FOR UPDATE
+"""
+_SQL_RESEAL_CHECKPOINT = (
+    "UPDATE checkpoints SET data = $3::jsonb WHERE session_id = $1 AND seq = $2"
+)
+
 _SQL_SET_STATE = """
 UPDATE sessions
    SET state = $2,
-       context = CASE WHEN $3::text IS NULL THEN context
+       context = CASE WHEN $6::jsonb IS NOT NULL THEN $6::jsonb
+                      WHEN $3::text IS NULL THEN context
                       ELSE context || jsonb_build_object('failure_reason', $3::text) END,
        lease_owner = CASE WHEN $2 = 'deleted' THEN NULL ELSE lease_owner END,
        lease_expires_at = CASE WHEN $2 = 'deleted' THEN NULL ELSE lease_expires_at END,
@@ -510,7 +550,7 @@ def _clamp(value: int) -> int:
     return max(-_BIGINT_MAX, min(value, _BIGINT_MAX))
 
 
-def _head(row: Any) -> AgentSession:
+def _row_head(row: Any) -> AgentSession:
     return AgentSession(
         agent_type=_unesc(row["agent_type"]),
         user_id=_unesc(row["user_id"]),
@@ -527,11 +567,25 @@ def _head(row: Any) -> AgentSession:
     )
 
 
-def _checkpoints(items: Any) -> list[SessionCheckpoint]:
+def _row_checkpoints(items: Any) -> list[SessionCheckpoint]:
     return [
         SessionCheckpoint(name=_unesc(name), timestamp=ts, data=_loads(data), seq=seq)
         for seq, name, data, ts in items
     ]
+
+
+def _seal(sealer: Sealer | None, value: Any, session_id: str, field: str) -> str:
+    """The column text of a JSON value: sealed (bound to its session and field) with a
+    sealer, plain without one."""
+    if sealer is None:
+        return _dumps(value)
+    return _dumps(sealer.seal(value, f"{session_id}/{field}"))
+
+
+def _sealed_context(session_id: str) -> DecryptionError:
+    return DecryptionError(
+        f"the context of session {session_id} is encrypted but no encryption_keys are configured"
+    )
 
 
 def _fence_is_live(row: Any, fence: Lease | None) -> bool:
@@ -554,11 +608,11 @@ def _lease_lost(fence: Lease) -> LeaseLost:
 
 
 def _checkpoint_arrays(
-    checkpoints: Sequence[SessionCheckpoint],
+    checkpoints: Sequence[SessionCheckpoint], sealer: Sealer | None, session_id: str
 ) -> tuple[list[str], list[str], list[datetime]]:
     return (
         [_esc(cp.name) for cp in checkpoints],
-        [_dumps(cp.data) for cp in checkpoints],
+        [_seal(sealer, cp.data, session_id, "checkpoint") for cp in checkpoints],
         [cp.timestamp for cp in checkpoints],
     )
 
@@ -851,6 +905,21 @@ class PostgresStore(SessionStore):
             f"{where}: unexpected driver error: {exc!r}", maybe_committed=attempt.write_sent
         )
 
+    # --- encryption at rest -----------------------------------------------------------------
+
+    def _head(self, row: Any) -> AgentSession:
+        head = _row_head(row)
+        sid = head.session_id
+        head.context = open_value(self.sealer, head.context, f"{sid}/context")
+        head.metadata = open_value(self.sealer, head.metadata, f"{sid}/metadata")
+        return head
+
+    def _checkpoints(self, session_id: str, items: Any) -> list[SessionCheckpoint]:
+        checkpoints = _row_checkpoints(items)
+        for cp in checkpoints:
+            cp.data = open_value(self.sealer, cp.data, f"{session_id}/checkpoint")
+        return checkpoints
+
     # --- sessions --------------------------------------------------------------------------
 
     async def create(self, session: AgentSession) -> AgentSession:
@@ -859,12 +928,12 @@ class PostgresStore(SessionStore):
             _esc(session.agent_type),
             _esc(session.user_id),
             session.state.value,
-            _dumps(session.context),
-            _dumps(session.metadata),
+            _seal(self.sealer, session.context, session.session_id, "context"),
+            _seal(self.sealer, session.metadata, session.session_id, "metadata"),
         ]
         if session.checkpoints:
             sql = _SQL_CREATE_WITH_CHECKPOINTS
-            args.extend(_checkpoint_arrays(session.checkpoints))
+            args.extend(_checkpoint_arrays(session.checkpoints, self.sealer, session.session_id))
         else:
             sql = _SQL_CREATE
 
@@ -873,7 +942,7 @@ class PostgresStore(SessionStore):
             row = await conn.fetchrow(sql, *args)
             if row is None:
                 raise ConflictError(f"session {session.session_id} already exists")
-            return _head(row)
+            return self._head(row)
 
         return await self._run(body, "create")
 
@@ -883,8 +952,8 @@ class PostgresStore(SessionStore):
             row = await conn.fetchrow(_SQL_GET, session_id, min(max(window, 0), _BIGINT_MAX // 2))
             if row is None:
                 return None
-            session = _head(row)
-            session.checkpoints = _checkpoints(row["cps"]) if window > 0 else []
+            session = self._head(row)
+            session.checkpoints = self._checkpoints(session_id, row["cps"]) if window > 0 else []
             return session
 
         return await self._run(body, "get")
@@ -907,15 +976,15 @@ class PostgresStore(SessionStore):
             session.session_id,
             session.version,
             session.state.value,
-            _dumps(session.context),
-            _dumps(session.metadata),
+            _seal(self.sealer, session.context, session.session_id, "context"),
+            _seal(self.sealer, session.metadata, session.session_id, "metadata"),
             len(new_checkpoints),
             _SOURCES[session.state],
             None if fence is None else fence.token,
         ]
         if new_checkpoints:
             sql = _SQL_UPDATE_WITH_CHECKPOINTS
-            args.extend(_checkpoint_arrays(new_checkpoints))
+            args.extend(_checkpoint_arrays(new_checkpoints, self.sealer, session.session_id))
         else:
             sql = _SQL_UPDATE
 
@@ -924,7 +993,7 @@ class PostgresStore(SessionStore):
             row = await conn.fetchrow(sql, *args)
             attempt.write_sent = False
             if row is not None:
-                return _head(row)
+                return self._head(row)
             probe = await conn.fetchrow(_SQL_PROBE, session.session_id)
             if probe is None or probe["state"] == SessionState.DELETED.value:
                 raise SessionNotFound(session.session_id)
@@ -951,7 +1020,7 @@ class PostgresStore(SessionStore):
         idempotency_key: str | None = None,
         fence: Lease | None = None,
     ) -> AppendResult:
-        data = _dumps(checkpoint.data)
+        data = _seal(self.sealer, checkpoint.data, session_id, "checkpoint")
         name = _esc(checkpoint.name)
         key = _opt_esc(idempotency_key)
         token = None if fence is None else fence.token
@@ -975,11 +1044,13 @@ class PostgresStore(SessionStore):
                     row = None
                 attempt.write_sent = False
                 if row is not None:
-                    head = _head(row)
+                    head = self._head(row)
                     stored = SessionCheckpoint(
                         name=checkpoint.name,
                         timestamp=checkpoint.timestamp,
-                        data=_loads(data),
+                        data=_loads(data)
+                        if self.sealer is None
+                        else orjson.loads(orjson.dumps(checkpoint.data)),
                         seq=head.checkpoint_count,
                     )
                     return AppendResult(stored, head, created=True)
@@ -992,10 +1063,14 @@ class PostgresStore(SessionStore):
                     replay = SessionCheckpoint(
                         name=_unesc(probe["k_name"]),
                         timestamp=probe["k_ts"],
-                        data=_loads(probe["k_data"]),
+                        data=open_value(
+                            self.sealer,
+                            _loads(probe["k_data"]),
+                            f"{session_id}/checkpoint",
+                        ),
                         seq=probe["k_seq"],
                     )
-                    return AppendResult(replay, _head(probe), created=False)
+                    return AppendResult(replay, self._head(probe), created=False)
                 # The session was replaced between the two statements: append again.
             raise ConflictError(f"session {session_id} kept changing during the append")
 
@@ -1018,8 +1093,10 @@ class PostgresStore(SessionStore):
         fence: Lease | None = None,
         max_bytes: int | None = None,
     ) -> AgentSession:
-        patch = _dumps(changes)
         token = None if fence is None else fence.token
+        if self.sealer is not None:
+            return await self._patch_sealed(session_id, changes, token, fence, max_bytes)
+        patch = _dumps(changes)
         if max_bytes is None:
             return await self._write_head(
                 "patch_context", _SQL_PATCH_CONTEXT, (session_id, patch, token), session_id, fence
@@ -1036,7 +1113,7 @@ class PostgresStore(SessionStore):
                 encode_patched(_loads(merged), max_bytes)
                 attempt.write_sent = True
                 row = await conn.fetchrow(_SQL_SET_CONTEXT, session_id, merged)
-            return _head(row)
+            return self._head(row)
 
         async def body(conn: Any, attempt: _Attempt) -> AgentSession:
             for _ in range(_MAX_ATTEMPTS):
@@ -1046,7 +1123,7 @@ class PostgresStore(SessionStore):
                 )
                 attempt.write_sent = False
                 if row["version"] is not None:
-                    return _head(row)
+                    return self._head(row)
                 if row["matched"]:
                     head = await exactly(conn, attempt)
                     if head is not None:
@@ -1056,10 +1133,97 @@ class PostgresStore(SessionStore):
                     raise SessionNotFound(session_id)
                 if fence is not None and not _fence_is_live(probe, fence):
                     raise _lease_lost(fence)
+                if probe["sealed"]:
+                    raise _sealed_context(session_id)
                 # The row changed hands between the statements: try again.
             raise ConflictError(f"session {session_id} kept changing during patch_context")
 
         return await self._run(body, "patch_context")
+
+    async def _patch_sealed(
+        self,
+        session_id: str,
+        changes: dict[str, Any],
+        token: int | None,
+        fence: Lease | None,
+        max_bytes: int | None,
+    ) -> AgentSession:
+        sealer = self.sealer
+        assert sealer is not None
+
+        async def body(conn: Any, attempt: _Attempt) -> AgentSession:
+            async with conn.transaction():
+                stored = await conn.fetchval(_SQL_LOCK_CONTEXT, session_id, token)
+                if stored is not None:
+                    current = open_value(sealer, _loads(stored), f"{session_id}/context")
+                    merged = merge_patch(current, orjson.loads(orjson.dumps(changes)))
+                    if max_bytes is not None:
+                        encode_patched(merged, max_bytes)
+                    attempt.write_sent = True
+                    row = await conn.fetchrow(
+                        _SQL_SET_CONTEXT, session_id, _seal(sealer, merged, session_id, "context")
+                    )
+                    return self._head(row)
+            probe = await conn.fetchrow(_SQL_PROBE, session_id)
+            if probe is None or probe["state"] == SessionState.DELETED.value:
+                raise SessionNotFound(session_id)
+            if fence is not None and not _fence_is_live(probe, fence):
+                raise _lease_lost(fence)
+            raise ConflictError(f"session {session_id} changed during patch_context")
+
+        return await self._run(body, "patch_context")
+
+    async def reseal_sessions(self, after: str, limit: int) -> tuple[int, str | None]:
+        sealer = self.sealer
+        if sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+
+        async def body(conn: Any, attempt: _Attempt) -> tuple[int, str | None]:
+            async with conn.transaction():
+                rows = await conn.fetch(_SQL_RESEAL_SESSIONS_PICK, sealer.kid, after, limit)
+                for row in rows:
+                    sid = row["session_id"]
+                    context = open_value(sealer, _loads(row["context"]), f"{sid}/context")
+                    metadata = open_value(sealer, _loads(row["metadata"]), f"{sid}/metadata")
+                    attempt.write_sent = True
+                    await conn.execute(
+                        _SQL_RESEAL_SESSION,
+                        sid,
+                        _seal(sealer, context, sid, "context"),
+                        _seal(sealer, metadata, sid, "metadata"),
+                    )
+            nxt = rows[-1]["session_id"] if len(rows) == limit else None
+            return len(rows), nxt
+
+        return await self._run(body, "rotate_keys")
+
+    async def reseal_checkpoints(
+        self, after: tuple[str, int], limit: int
+    ) -> tuple[int, tuple[str, int] | None]:
+        sealer = self.sealer
+        if sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+
+        async def body(conn: Any, attempt: _Attempt) -> tuple[int, tuple[str, int] | None]:
+            async with conn.transaction():
+                rows = await conn.fetch(
+                    _SQL_RESEAL_CHECKPOINTS_PICK, sealer.kid, after[0], after[1], limit
+                )
+                for row in rows:
+                    sid = row["session_id"]
+                    data = open_value(sealer, _loads(row["data"]), f"{sid}/checkpoint")
+                    attempt.write_sent = True
+                    await conn.execute(
+                        _SQL_RESEAL_CHECKPOINT,
+                        sid,
+                        row["seq"],
+                        _seal(sealer, data, sid, "checkpoint"),
+                    )
+            if len(rows) < limit:
+                return len(rows), None
+            return len(rows), (rows[-1]["session_id"], rows[-1]["seq"])
+
+        return await self._run(body, "rotate_keys")
 
     async def set_state(
         self,
@@ -1079,10 +1243,12 @@ class PostgresStore(SessionStore):
                 _opt_esc(failure_reason),
                 _SOURCES[state],
                 None if fence is None else fence.token,
+                None,
             ),
             session_id,
             fence,
             target=state,
+            reason=failure_reason if self.sealer is not None else None,
         )
 
     async def _write_head(
@@ -1094,21 +1260,43 @@ class PostgresStore(SessionStore):
         fence: Lease | None,
         *,
         target: SessionState | None = None,
+        reason: str | None = None,
     ) -> AgentSession:
-        """Run a one-row ``UPDATE ... RETURNING head``; explain a miss with a second read."""
+        """Run a one-row ``UPDATE ... RETURNING head``; explain a miss with a second read.
+
+        ``reason`` (set_state to failed with a sealer): the context is read under the row lock,
+        given its ``failure_reason`` and sealed again, in the transaction of the update (its
+        last argument), so the reason is never stored in the clear."""
+
+        async def write(conn: Any, attempt: _Attempt) -> Any:
+            if reason is None:
+                attempt.write_sent = True
+                return await conn.fetchrow(sql, *args)
+            sealer = self.sealer
+            assert sealer is not None
+            async with conn.transaction():
+                stored = await conn.fetchval(_SQL_LOCK_CONTEXT, session_id, args[4])
+                if stored is None:
+                    return None
+                context = open_value(sealer, _loads(stored), f"{session_id}/context")
+                context["failure_reason"] = reason
+                sealed = _seal(sealer, context, session_id, "context")
+                attempt.write_sent = True
+                return await conn.fetchrow(sql, *args[:-1], sealed)
 
         async def body(conn: Any, attempt: _Attempt) -> AgentSession:
             for _ in range(_MAX_ATTEMPTS):
-                attempt.write_sent = True
-                row = await conn.fetchrow(sql, *args)
+                row = await write(conn, attempt)
                 attempt.write_sent = False
                 if row is not None:
-                    return _head(row)
+                    return self._head(row)
                 probe = await conn.fetchrow(_SQL_PROBE, session_id)
                 if probe is None or probe["state"] == SessionState.DELETED.value:
                     raise SessionNotFound(session_id)
                 if fence is not None and not _fence_is_live(probe, fence):
                     raise _lease_lost(fence)
+                if what == "patch_context" and probe["sealed"]:
+                    raise _sealed_context(session_id)
                 if target is not None:
                     SessionState(probe["state"]).check_transition(target)
                 # Another writer changed the row between the statement and the probe (the
@@ -1170,7 +1358,7 @@ class PostgresStore(SessionStore):
             )
             if row is None:
                 raise SessionNotFound(session_id)
-            return _checkpoints(row["cps"])
+            return self._checkpoints(session_id, row["cps"])
 
         return await self._run(body, "list_checkpoints")
 
@@ -1225,7 +1413,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> list[AgentSession]:
             rows = await conn.fetch(sql, *args)
-            return [_head(row) for row in rows]
+            return [self._head(row) for row in rows]
 
         return await self._run(body, "list_sessions")
 
@@ -1416,7 +1604,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> list[AgentSession]:
             rows = await conn.fetch(sql, _esc(user_id), after or "", _clamp(limit))
-            return [_head(row) for row in rows]
+            return [self._head(row) for row in rows]
 
         return await self._run(body, "list_user_sessions")
 
@@ -1432,7 +1620,7 @@ class PostgresStore(SessionStore):
             rows = await conn.fetch(
                 sql, session_id, _clamp(max(after_seq, 0)), _clamp(max(limit, 0))
             )
-            return _checkpoints(tuple(row) for row in rows)
+            return self._checkpoints(session_id, [tuple(row) for row in rows])
 
         return await self._run(body, "list_trail")
 

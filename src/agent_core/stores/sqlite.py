@@ -32,7 +32,9 @@ from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from agent_core.codec import dumps, encode_patched, loads, merge_patch
+from agent_core.crypto import is_sealed, open_checkpoints, open_session, open_value, seal_value
 from agent_core.errors import (
+    ConfigurationError,
     ConflictError,
     LeaseHeld,
     LeaseLost,
@@ -671,12 +673,98 @@ class SQLiteStore(SessionStore):
         conn, worker = self._require_open()
         return await self._submit(worker, lambda: self._read_sync(conn, body, snapshot))
 
+    # --- encryption at rest -----------------------------------------------------------------
+
+    def _seal(self, value: Any, session_id: str, field: str) -> str:
+        return _json(seal_value(self.sealer, value, session_id, field))
+
+    def _head(self, row: _Row) -> AgentSession:
+        return open_session(self.sealer, row.head())  # type: ignore[no-any-return]
+
+    def _checkpoint(self, session_id: str, found: tuple[Any, ...]) -> SessionCheckpoint:
+        cp = _checkpoint(found)
+        open_checkpoints(self.sealer, session_id, [cp])
+        return cp
+
+    async def reseal_sessions(self, after: str, limit: int) -> tuple[int, str | None]:
+        sealer = self.sealer
+        if sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+        kid = sealer.kid
+
+        def current(text: str) -> bool:
+            value = loads(text)
+            return is_sealed(value) and value["kid"] == kid and len(value) == 2
+
+        def body(conn: sqlite3.Connection) -> tuple[int, str | None]:
+            rows = conn.execute(
+                "SELECT session_id, context, metadata FROM sessions WHERE session_id > ?"
+                " ORDER BY session_id LIMIT ?",
+                (after, _bound(limit)),
+            ).fetchall()
+            done = 0
+            for sid, context, metadata in rows:
+                if current(context) and current(metadata):
+                    continue
+                opened = [
+                    open_value(sealer, loads(text), f"{sid}/{field}")
+                    for text, field in ((context, "context"), (metadata, "metadata"))
+                ]
+                conn.execute(
+                    "UPDATE sessions SET context = ?, metadata = ? WHERE session_id = ?",
+                    (
+                        self._seal(opened[0], sid, "context"),
+                        self._seal(opened[1], sid, "metadata"),
+                        sid,
+                    ),
+                )
+                done += 1
+            return done, (rows[-1][0] if len(rows) == limit else None)
+
+        return await self._write(body)
+
+    async def reseal_checkpoints(
+        self, after: tuple[str, int], limit: int
+    ) -> tuple[int, tuple[str, int] | None]:
+        sealer = self.sealer
+        if sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+        kid = sealer.kid
+
+        def body(conn: sqlite3.Connection) -> tuple[int, tuple[str, int] | None]:
+            rows = conn.execute(
+                "SELECT session_id, seq, data FROM checkpoints WHERE (session_id, seq) > (?, ?)"
+                " ORDER BY session_id, seq LIMIT ?",
+                (after[0], after[1], _bound(limit)),
+            ).fetchall()
+            done = 0
+            for sid, seq, text in rows:
+                value = loads(text)
+                if is_sealed(value) and value["kid"] == kid:
+                    continue
+                data = open_value(sealer, value, f"{sid}/checkpoint")
+                conn.execute(
+                    "UPDATE checkpoints SET data = ? WHERE session_id = ? AND seq = ?",
+                    (self._seal(data, sid, "checkpoint"), sid, seq),
+                )
+                done += 1
+            last = (rows[-1][0], rows[-1][1]) if len(rows) == limit else None
+            return done, last
+
+        return await self._write(body)
+
     # --- sessions --------------------------------------------------------------------------
 
     async def create(self, session: AgentSession) -> AgentSession:
         sid = session.session_id
-        context, metadata = _json(session.context), _json(session.metadata)
-        trail = [(cp.name, _json(cp.data), _to_us(cp.timestamp)) for cp in session.checkpoints]
+        context, metadata = (
+            self._seal(session.context, sid, "context"),
+            self._seal(session.metadata, sid, "metadata"),
+        )
+        trail = [
+            (cp.name, self._seal(cp.data, sid, "checkpoint"), _to_us(cp.timestamp))
+            for cp in session.checkpoints
+        ]
 
         def body(conn: sqlite3.Connection) -> AgentSession:
             if conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (sid,)).fetchone():
@@ -724,7 +812,7 @@ class SQLiteStore(SessionStore):
                 _INSERT_CHECKPOINT,
                 [(sid, seq, *cp, None) for seq, cp in enumerate(trail, start=1)],
             )
-            return row.head()
+            return self._head(row)
 
         return await self._write(body)
 
@@ -735,7 +823,8 @@ class SQLiteStore(SessionStore):
         elif self._json:
             call = partial(self._get_sync, conn, _GET_SESSION_WINDOW, (session_id, _bound(window)))
         else:
-            return await self._read(partial(_get_in_two, session_id, window), snapshot=True)
+            found = await self._read(partial(_get_in_two, session_id, window), snapshot=True)
+            return None if found is None else open_session(self.sealer, found)
         return await self._submit(worker, call)
 
     def _get_sync(
@@ -747,7 +836,7 @@ class SQLiteStore(SessionStore):
             found = conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
-        return _session(found[0]) if found else None
+        return open_session(self.sealer, _session(found[0])) if found else None
 
     async def get_version(self, session_id: str) -> int | None:
         def body(conn: sqlite3.Connection) -> int | None:
@@ -767,8 +856,14 @@ class SQLiteStore(SessionStore):
         fence: Lease | None = None,
     ) -> AgentSession:
         sid = session.session_id
-        context, metadata = _json(session.context), _json(session.metadata)
-        trail = [(cp.name, _json(cp.data), _to_us(cp.timestamp)) for cp in new_checkpoints]
+        context, metadata = (
+            self._seal(session.context, sid, "context"),
+            self._seal(session.metadata, sid, "metadata"),
+        )
+        trail = [
+            (cp.name, self._seal(cp.data, sid, "checkpoint"), _to_us(cp.timestamp))
+            for cp in new_checkpoints
+        ]
 
         def body(conn: sqlite3.Connection) -> AgentSession:
             row = _live(conn, sid)
@@ -811,7 +906,7 @@ class SQLiteStore(SessionStore):
                     sid,
                 ),
             )
-            return row.head()
+            return self._head(row)
 
         return await self._write(body)
 
@@ -823,7 +918,8 @@ class SQLiteStore(SessionStore):
         idempotency_key: str | None = None,
         fence: Lease | None = None,
     ) -> AppendResult:
-        data, timestamp = _json(checkpoint.data), _to_us(checkpoint.timestamp)
+        data = self._seal(checkpoint.data, session_id, "checkpoint")
+        timestamp = _to_us(checkpoint.timestamp)
 
         def body(conn: sqlite3.Connection) -> AppendResult:
             row = _live(conn, session_id)
@@ -836,7 +932,8 @@ class SQLiteStore(SessionStore):
                     (session_id, idempotency_key),
                 ).fetchone()
                 if earlier is not None:
-                    return AppendResult(_checkpoint(earlier), row.head(), created=False)
+                    replay = self._checkpoint(session_id, earlier)
+                    return AppendResult(replay, self._head(row), created=False)
             seq = row.checkpoint_count + 1
             conn.execute(
                 _INSERT_CHECKPOINT,
@@ -853,7 +950,8 @@ class SQLiteStore(SessionStore):
             stored = SessionCheckpoint(
                 name=checkpoint.name, timestamp=_from_us(timestamp), data=loads(data), seq=seq
             )
-            return AppendResult(stored, row.head(), created=True)
+            open_checkpoints(self.sealer, session_id, [stored])
+            return AppendResult(stored, self._head(row), created=True)
 
         return await self._write(body)
 
@@ -872,7 +970,7 @@ class SQLiteStore(SessionStore):
                 " updated_at = ? WHERE session_id = ?",
                 (now, row.lease_expires_at, row.version, now, session_id),
             )
-            return row.head()
+            return self._head(row)
 
         return await self._write(body)
 
@@ -888,13 +986,16 @@ class SQLiteStore(SessionStore):
             row = _live(conn, session_id)
             now = _now_us()
             row.check_fence(fence, now)
-            merged = merge_patch(loads(row.context), changes)
+            current = open_value(self.sealer, loads(row.context), f"{session_id}/context")
+            merged = merge_patch(current, changes)
             row.context = encode_patched(merged, max_bytes).decode()
+            if self.sealer is not None:
+                row.context = self._seal(merged, session_id, "context")
             conn.execute(
                 "UPDATE sessions SET context = ? WHERE session_id = ?", (row.context, session_id)
             )
             _bump(conn, row, now)
-            return row.head()
+            return self._head(row)
 
         return await self._write(body)
 
@@ -913,7 +1014,10 @@ class SQLiteStore(SessionStore):
             row.state.check_transition(state)
             row.state = state
             if state is SessionState.FAILED and reason is not None:
-                row.context = _json({**loads(row.context), "failure_reason": reason})
+                current = open_value(self.sealer, loads(row.context), f"{session_id}/context")
+                row.context = self._seal(
+                    {**current, "failure_reason": reason}, session_id, "context"
+                )
             if state is SessionState.DELETED:
                 row.clear_lease()
             conn.execute(
@@ -922,7 +1026,7 @@ class SQLiteStore(SessionStore):
                 (state.value, row.context, row.lease_owner, row.lease_expires_at, session_id),
             )
             _bump(conn, row, now)
-            return row.head()
+            return self._head(row)
 
         return await self._write(body)
 
@@ -1034,7 +1138,7 @@ class SQLiteStore(SessionStore):
         def body(conn: sqlite3.Connection) -> list[SessionCheckpoint]:
             _live(conn, session_id)
             return [
-                _checkpoint(cp)
+                self._checkpoint(session_id, cp)
                 for cp in conn.execute(
                     f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
                     " WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -1081,7 +1185,7 @@ class SQLiteStore(SessionStore):
         )
 
         def body(conn: sqlite3.Connection) -> list[AgentSession]:
-            return [_Row.from_db(row).head() for row in conn.execute(sql, params)]
+            return [self._head(_Row.from_db(row)) for row in conn.execute(sql, params)]
 
         return await self._read(body)
 
@@ -1293,7 +1397,7 @@ class SQLiteStore(SessionStore):
 
         def body(conn: sqlite3.Connection) -> list[AgentSession]:
             return [
-                _Row.from_db(row).head()
+                self._head(_Row.from_db(row))
                 for row in conn.execute(
                     f"SELECT {_HEAD_COLUMNS} FROM sessions INDEXED BY sessions_by_user"
                     " WHERE user_id = ? AND session_id > ? ORDER BY session_id LIMIT ?",
@@ -1308,7 +1412,7 @@ class SQLiteStore(SessionStore):
     ) -> list[SessionCheckpoint]:
         def body(conn: sqlite3.Connection) -> list[SessionCheckpoint]:
             return [
-                _checkpoint(cp)
+                self._checkpoint(session_id, cp)
                 for cp in conn.execute(
                     f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
                     " WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",

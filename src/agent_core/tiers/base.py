@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from agent_core.bus.base import EventBus, SessionEvent
+from agent_core.crypto import Sealer
 from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint
 
@@ -54,6 +55,10 @@ class SharedTier(AsyncResource, ABC):
     fill_deadline: float = float("inf")
     """Seconds after which a store read is too old to be offered to ``fill``: a tombstone it
     raced may have expired by then (half a tombstone's life)."""
+
+    def use_sealer(self, sealer: Sealer) -> None:
+        """Encrypt what this tier keeps outside the process (``agent_core.crypto``); a tier that
+        keeps no session data has nothing to encrypt."""
 
     @property
     @abstractmethod

@@ -14,6 +14,7 @@ from typing import Any, Self
 from agent_core.bus.base import EventBus, SessionEvent
 from agent_core.bus.valkey import ValkeyBus
 from agent_core.cache.valkey import CacheWrite, ValkeyCache
+from agent_core.crypto import Sealer
 from agent_core.sessions.session_models import AgentSession
 from agent_core.tiers.base import Change, SharedTier
 
@@ -52,6 +53,9 @@ class ValkeyTier(SharedTier):
         """A tier on an injected redis-py / valkey-py asyncio client (left open on close)."""
         cache = ValkeyCache(client, namespace=namespace, ttl=ttl)
         return cls(cache, ValkeyBus(client, namespace=namespace, fence=False))
+
+    def use_sealer(self, sealer: Sealer) -> None:
+        self.cache.sealer = sealer
 
     @property
     def bus(self) -> EventBus:
