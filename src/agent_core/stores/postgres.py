@@ -603,6 +603,17 @@ def _ref(row: Any) -> SessionRef:
     return SessionRef(session_id, version, _unesc(agent_type), _unesc(user_id), SessionState(state))
 
 
+async def _live_probe(conn: Any, session_id: str, fence: Lease | None) -> Any:
+    """After a guarded write matched no row: the session's probe row, once it is known that
+    the session is live and ``fence`` (if any) still holds; else the error that explains it."""
+    probe = await conn.fetchrow(_SQL_PROBE, session_id)
+    if probe is None or probe["state"] == SessionState.DELETED.value:
+        raise SessionNotFound(session_id)
+    if fence is not None and not _fence_is_live(probe, fence):
+        raise _lease_lost(fence)
+    return probe
+
+
 def _lease_lost(fence: Lease) -> LeaseLost:
     return LeaseLost(f"lease token {fence.token} on session {fence.session_id} is no longer live")
 
@@ -994,11 +1005,7 @@ class PostgresStore(SessionStore):
             attempt.write_sent = False
             if row is not None:
                 return self._head(row)
-            probe = await conn.fetchrow(_SQL_PROBE, session.session_id)
-            if probe is None or probe["state"] == SessionState.DELETED.value:
-                raise SessionNotFound(session.session_id)
-            if fence is not None and not _fence_is_live(probe, fence):
-                raise _lease_lost(fence)
+            probe = await _live_probe(conn, session.session_id, fence)
             if probe["version"] != session.version:
                 raise ConflictError(
                     f"session {session.session_id} is at version {probe['version']}, "
@@ -1128,11 +1135,7 @@ class PostgresStore(SessionStore):
                     head = await exactly(conn, attempt)
                     if head is not None:
                         return head
-                probe = await conn.fetchrow(_SQL_PROBE, session_id)
-                if probe is None or probe["state"] == SessionState.DELETED.value:
-                    raise SessionNotFound(session_id)
-                if fence is not None and not _fence_is_live(probe, fence):
-                    raise _lease_lost(fence)
+                probe = await _live_probe(conn, session_id, fence)
                 if probe["sealed"]:
                     raise _sealed_context(session_id)
                 # The row changed hands between the statements: try again.
@@ -1164,11 +1167,7 @@ class PostgresStore(SessionStore):
                         _SQL_SET_CONTEXT, session_id, _seal(sealer, merged, session_id, "context")
                     )
                     return self._head(row)
-            probe = await conn.fetchrow(_SQL_PROBE, session_id)
-            if probe is None or probe["state"] == SessionState.DELETED.value:
-                raise SessionNotFound(session_id)
-            if fence is not None and not _fence_is_live(probe, fence):
-                raise _lease_lost(fence)
+            await _live_probe(conn, session_id, fence)
             raise ConflictError(f"session {session_id} changed during patch_context")
 
         return await self._run(body, "patch_context")
@@ -1290,11 +1289,7 @@ class PostgresStore(SessionStore):
                 attempt.write_sent = False
                 if row is not None:
                     return self._head(row)
-                probe = await conn.fetchrow(_SQL_PROBE, session_id)
-                if probe is None or probe["state"] == SessionState.DELETED.value:
-                    raise SessionNotFound(session_id)
-                if fence is not None and not _fence_is_live(probe, fence):
-                    raise _lease_lost(fence)
+                probe = await _live_probe(conn, session_id, fence)
                 if what == "patch_context" and probe["sealed"]:
                     raise _sealed_context(session_id)
                 if target is not None:
