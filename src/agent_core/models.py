@@ -6,7 +6,8 @@ importing it never loads any of them. ``agent_core.sessions.session_models`` re-
 
 ``to_dict()`` / ``from_dict()`` keep the reference design's shapes (ISO-8601 timestamps, the
 state as its string value), so stored data and callers written for it keep working; the fields
-agent-core adds (``version``, ``updated_at``, ``checkpoint_count``, ``seq``) are optional on input.
+agent-core adds (``version``, ``updated_at``, ``checkpoint_count``, ``seq``, ``tenant``) are
+optional on input, and ``tenant`` is written only when set.
 """
 
 from __future__ import annotations
@@ -153,6 +154,10 @@ class AgentSession:
     metadata: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     checkpoint_count: int = 0
+    tenant: str = ""
+    """The tenant that owns the session (``""``: none). Set by a tenant-bound manager when it
+    creates the session; a tenant-bound manager treats every other tenant's session as
+    unknown."""
 
     def __post_init__(self) -> None:
         if self.updated_at is None:
@@ -200,7 +205,7 @@ class AgentSession:
     # --- serialization ---------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "session_id": self.session_id,
             "agent_type": self.agent_type,
             "user_id": self.user_id,
@@ -214,6 +219,10 @@ class AgentSession:
             "version": self.version,
             "checkpoint_count": self.checkpoint_count,
         }
+        # Only when set, so the reference design's format is unchanged for untenanted data.
+        if self.tenant:
+            out["tenant"] = self.tenant
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgentSession:
@@ -233,4 +242,5 @@ class AgentSession:
             metadata=dict(data.get("metadata") or {}),
             version=int(data.get("version", 0)),
             checkpoint_count=int(data.get("checkpoint_count", len(checkpoints))),
+            tenant=data.get("tenant") or "",
         )

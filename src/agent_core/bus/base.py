@@ -47,20 +47,24 @@ class SessionEvent:
     state: str = ""
     at: datetime = field(default_factory=utcnow)
     data: dict[str, Any] = field(default_factory=dict)
+    tenant: str = ""
+    """The tenant of the session (``""``: none); a tenant-bound manager's streams see only
+    their tenant's events."""
 
     def encode(self) -> bytes:
-        return codec.dumps(
-            {
-                "k": self.kind.value,
-                "s": self.session_id,
-                "v": self.version,
-                "a": self.agent_type,
-                "u": self.user_id,
-                "st": self.state,
-                "t": self.at.isoformat(),
-                "d": self.data,
-            }
-        )
+        out: dict[str, Any] = {
+            "k": self.kind.value,
+            "s": self.session_id,
+            "v": self.version,
+            "a": self.agent_type,
+            "u": self.user_id,
+            "st": self.state,
+            "t": self.at.isoformat(),
+            "d": self.data,
+        }
+        if self.tenant:
+            out["n"] = self.tenant
+        return codec.dumps(out)
 
     @classmethod
     def decode(cls, raw: bytes | str) -> SessionEvent:
@@ -74,6 +78,7 @@ class SessionEvent:
             state=obj.get("st", ""),
             at=datetime.fromisoformat(obj["t"]),
             data=obj.get("d") or {},
+            tenant=obj.get("n") or "",
         )
 
 

@@ -55,8 +55,10 @@ class EventStream(AsyncResource):
         kinds: Iterable[EventKind | str] | None = None,
         max_queue: int = 10_000,
         before_start: Callable[[], Awaitable[None]] | None = None,
+        tenant: str | None = None,
     ) -> None:
         self._bus = bus
+        self._tenant = tenant
         self._agent_type = agent_type
         self._user_id = user_id
         self._session_id = session_id
@@ -67,6 +69,8 @@ class EventStream(AsyncResource):
         self.dropped = 0
 
     def _accept(self, event: SessionEvent) -> None:
+        if self._tenant is not None and event.tenant != self._tenant:
+            return
         if self._kinds is not None and event.kind not in self._kinds:
             return
         if self._session_id is not None and event.session_id != self._session_id:

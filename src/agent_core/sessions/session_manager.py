@@ -28,7 +28,7 @@ from agent_core.sessions.session_models import (
     SessionCheckpoint,
     SessionState,
 )
-from agent_core.stores.base import SessionRef, SessionStore
+from agent_core.stores.base import SessionRef, SessionStore, check_tenant
 from agent_core.tiers.base import SharedTier
 from agent_core.tiers.coherence import Coherence
 
@@ -49,6 +49,14 @@ class SessionManager(GovernanceAPI, AsyncResource):
 
     The manager opens its store and tiers on first use (or ``async with manager``) and closes
     what it built in ``close()``; injected clients and pools are left open.
+
+    ``tenant="acme"`` confines the manager to one tenant: the sessions it creates belong to
+    ``acme``, and every other tenant's session is, to it, exactly an id that does not exist
+    (reads give ``None``, writes, checkpoints and leases raise ``SessionNotFound``, deletes give
+    ``False``, purges remove nothing); lists, events, sweeps, purges by user, exports,
+    retention and the audit log see only ``acme``'s sessions. Managers of several tenants may
+    share one store URL, cache URL and namespace. ``tenant=None`` (the default) sees every
+    tenant's sessions.
     """
 
     def __init__(
@@ -67,6 +75,7 @@ class SessionManager(GovernanceAPI, AsyncResource):
         cleanup_batch_size: int = 500,
         create_schema: bool = True,
         encryption_keys: Any = None,
+        tenant: str | None = None,
     ) -> None:
         if store is not None and db_pool is not None:
             raise ValueError("pass either store= or db_pool=, not both")
@@ -80,6 +89,9 @@ class SessionManager(GovernanceAPI, AsyncResource):
             max_payload_bytes=max_payload_bytes,
             cleanup_batch_size=cleanup_batch_size,
         )
+        if tenant is not None:
+            check_tenant(tenant)
+        self.tenant = tenant
         self.namespace = namespace
         self.session_ttl = timedelta(hours=session_ttl_hours)
         self.checkpoint_window = checkpoint_window
@@ -92,6 +104,9 @@ class SessionManager(GovernanceAPI, AsyncResource):
             redis_client, db_pool, namespace=namespace, ttl=ttl, create_schema=create_schema
         )
         self.store: SessionStore = store if store is not None else reference_store
+        if tenant is not None:
+            # Before open(): a PostgreSQL store sets its connections up for the tenant.
+            self.store = self.store.bound_to(tenant)
         if tier is None:
             tier = factory.bus_tier(bus) if bus is not None else reference_tier
         self.tier: SharedTier = tier
@@ -111,6 +126,7 @@ class SessionManager(GovernanceAPI, AsyncResource):
             namespace=namespace,
             window=checkpoint_window,
             stats=self.stats,
+            tenant=tenant,
         )
         self._opened = False
         self._open_lock = asyncio.Lock()
@@ -127,13 +143,17 @@ class SessionManager(GovernanceAPI, AsyncResource):
         session_ttl_hours: float = 24,
         store_options: dict[str, Any] | None = None,
         cache_options: dict[str, Any] | None = None,
+        tenant: str | None = None,
         **options: Any,
     ) -> SessionManager:
         """A manager for a store URL and an optional shared-cache URL; it owns both.
 
-        ``options`` are the keyword options of ``SessionManager`` (``local_cache``,
-        ``checkpoint_window``, ``max_payload_bytes``, ``bus``, ...).
+        ``tenant`` confines it to one tenant (see the class doc). ``options`` are the keyword
+        options of ``SessionManager`` (``local_cache``, ``checkpoint_window``,
+        ``max_payload_bytes``, ``bus``, ...).
         """
+        if tenant is not None:
+            check_tenant(tenant)
         limits.check_session_ttl_hours(session_ttl_hours)
         store = factory.store_from_url(store_url, **(store_options or {}))
         if "bus" not in options and "tier" not in options:
@@ -144,7 +164,13 @@ class SessionManager(GovernanceAPI, AsyncResource):
                 ttl=timedelta(hours=session_ttl_hours).total_seconds(),
                 cache_options=cache_options,
             )
-        return cls(namespace=namespace, session_ttl_hours=session_ttl_hours, store=store, **options)
+        return cls(
+            namespace=namespace,
+            session_ttl_hours=session_ttl_hours,
+            store=store,
+            tenant=tenant,
+            **options,
+        )
 
     async def open(self) -> None:
         """Open the store (applying migrations) and the tiers."""
@@ -185,6 +211,7 @@ class SessionManager(GovernanceAPI, AsyncResource):
             user_id=user_id,
             context={} if context is None else context,
             metadata={} if metadata is None else metadata,
+            tenant=self.tenant or "",
         )
         session.checkpoint("session_created", {"agent_type": agent_type, "user_id": user_id})
         limits.check_session(session, self.max_payload_bytes)
@@ -228,7 +255,12 @@ class SessionManager(GovernanceAPI, AsyncResource):
             cp.seq = seq
         if head.state is SessionState.DELETED:
             ref = SessionRef(
-                head.session_id, head.version, head.agent_type, head.user_id, head.state
+                head.session_id,
+                head.version,
+                head.agent_type,
+                head.user_id,
+                head.state,
+                head.tenant,
             )
             await self.coherence.deleted(head.session_id, ref)
         else:
@@ -559,6 +591,7 @@ class SessionManager(GovernanceAPI, AsyncResource):
             kinds=kinds,
             max_queue=max_queue,
             before_start=self.open,
+            tenant=self.tenant,
         )
 
 
@@ -569,3 +602,4 @@ def _adopt(session: AgentSession, head: AgentSession) -> None:
     session.updated_at = head.updated_at
     session.last_heartbeat = head.last_heartbeat
     session.checkpoint_count = head.checkpoint_count
+    session.tenant = head.tenant

@@ -32,10 +32,18 @@ Rules every implementation follows:
 * Tier epochs are a per-namespace counter (with the id of the cache that last bumped it) that
   lets a shared cache invalidate every entry of a namespace at once.
 * Cost: appending a checkpoint and reading a session are O(1) in the length of the trail.
+* Tenants: a store whose ``tenant`` is set (by the manager, before ``open()``) is confined to
+  that tenant's sessions. Every other tenant's session is exactly an unknown id to it: reads
+  return ``None`` or leave it out, writes raise ``SessionNotFound``, and lists, sweeps, purges,
+  lease expiry, retention and the audit log only ever see (and touch) its own tenant's rows.
+  Sessions it creates belong to its tenant. With ``tenant`` ``None`` a store sees every
+  tenant's sessions, and the rows it creates belong to ``session.tenant``.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +51,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from agent_core.crypto import Sealer
+from agent_core.errors import ConfigurationError
 from agent_core.resource import AsyncResource
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 
@@ -54,6 +63,7 @@ __all__ = [
     "SessionStore",
     "SweptSession",
     "TierEpoch",
+    "check_tenant",
 ]
 
 
@@ -80,6 +90,7 @@ class SessionRef(NamedTuple):
     agent_type: str
     user_id: str
     state: SessionState
+    tenant: str = ""
 
 
 SweptSession = SessionRef
@@ -119,11 +130,28 @@ class AuditRecord(NamedTuple):
     user_id: str | None
     session_count: int
     details: dict[str, Any]
+    tenant: str = ""
 
 
 # Ages beyond this are clamped: "older than a thousand years" already means nothing (or, for
 # a negative age, everything), and the cutoff stays inside every backend's timestamp range.
 _AGE_LIMIT = timedelta(days=365_250)
+
+
+# A tenant name is also written into SQL as a literal (tenant-bound stores prepare their own
+# statements with it), so it must never hold a quote, a backslash or a space.
+_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` if it is a valid tenant name (1 to 64 of ``A-Z a-z 0-9 _ . -``, starting with
+    a letter or digit); else ``ConfigurationError``."""
+    if not isinstance(tenant, str) or _TENANT_NAME.fullmatch(tenant) is None:
+        raise ConfigurationError(
+            f"tenant {tenant!r} is not a valid tenant name: 1 to 64 characters of"
+            " A-Z a-z 0-9 _ . -, starting with a letter or a digit"
+        )
+    return tenant
 
 
 def bound_age(max_age: timedelta) -> timedelta:
@@ -144,6 +172,27 @@ class SessionStore(AsyncResource, ABC):
 
     url: str = ""
     """The store's URL with any password hidden (for logs and ``repr``)."""
+
+    tenant: str | None = None
+    """The tenant this store is confined to (``None``: every tenant); set before ``open()``,
+    through ``bound_to``."""
+
+    def bound_to(self, tenant: str) -> SessionStore:
+        """This store confined to ``tenant``, for a tenant-bound manager: the store itself
+        (``tenant`` is set on it; ``ConfigurationError`` if it is bound to another tenant
+        already). A store that keeps its data in this object returns a new
+        store over the same data instead, so managers of several tenants can share it."""
+        check_tenant(tenant)
+        if self.tenant == tenant:
+            return self
+        if self.tenant is not None:
+            raise ConfigurationError(f"{self!r} is bound to tenant {self.tenant!r}, not {tenant!r}")
+        if self.in_process:
+            twin = copy.copy(self)
+            twin.tenant = tenant
+            return twin
+        self.tenant = tenant
+        return self
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -56,17 +56,23 @@ class _Row:
 
     def ref(self) -> SessionRef:
         head = self.head
-        return SessionRef(head.session_id, head.version, head.agent_type, head.user_id, head.state)
+        return SessionRef(
+            head.session_id, head.version, head.agent_type, head.user_id, head.state, head.tenant
+        )
 
 
 class MemoryStore(SessionStore):
+    """Sessions in this process. ``bound_to(tenant)`` returns a store over the same data
+    confined to ``tenant`` (the managers of several tenants share one ``MemoryStore``)."""
+
     url = "memory://"
     in_process = True
 
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
         self._epochs: dict[str, TierEpoch] = {}
-        self._policies: dict[str, RetentionPolicy] = {}
+        # Keyed by (tenant, namespace): every tenant has its own policies ("": untenanted).
+        self._policies: dict[tuple[str, str], RetentionPolicy] = {}
         self._audit: list[AuditRecord] = []
         self._open = False
 
@@ -85,9 +91,21 @@ class MemoryStore(SessionStore):
         if not self._open:
             raise NotOpenError("MemoryStore used before open() or after close()")
 
+    def _mine(self, row: _Row) -> bool:
+        """Whether this store may see ``row`` (another tenant's session is unknown to it)."""
+        return self.tenant is None or row.head.tenant == self.tenant
+
+    def _find(self, session_id: str) -> _Row | None:
+        """The row of ``session_id`` in any state, if this store may see it."""
+        row = self._rows.get(session_id)
+        return row if row is not None and self._mine(row) else None
+
+    def _mine_all(self) -> list[_Row]:
+        return [row for row in self._rows.values() if self._mine(row)]
+
     def _live(self, session_id: str) -> _Row:
         self._check_open()
-        row = self._rows.get(session_id)
+        row = self._find(session_id)
         if row is None or row.head.state is SessionState.DELETED:
             raise SessionNotFound(session_id)
         return row
@@ -136,6 +154,7 @@ class MemoryStore(SessionStore):
             created_at=now,
             updated_at=now,
             last_heartbeat=now,
+            tenant=session.tenant if self.tenant is None else self.tenant,
         )
         row = _Row(head=head)
         for cp in session.checkpoints:
@@ -145,7 +164,7 @@ class MemoryStore(SessionStore):
 
     async def get(self, session_id: str, *, window: int) -> AgentSession | None:
         self._check_open()
-        row = self._rows.get(session_id)
+        row = self._find(session_id)
         if row is None or row.head.state is SessionState.DELETED:
             return None
         out = copy.deepcopy(row.head)
@@ -154,7 +173,7 @@ class MemoryStore(SessionStore):
 
     async def get_version(self, session_id: str) -> int | None:
         self._check_open()
-        row = self._rows.get(session_id)
+        row = self._find(session_id)
         if row is None or row.head.state is SessionState.DELETED:
             return None
         return row.head.version
@@ -257,7 +276,7 @@ class MemoryStore(SessionStore):
 
     async def delete(self, session_id: str) -> SessionRef | None:
         self._check_open()
-        row = self._rows.get(session_id)
+        row = self._find(session_id)
         if row is None or row.head.state is SessionState.DELETED:
             return None
         row.head.state = SessionState.DELETED
@@ -276,6 +295,7 @@ class MemoryStore(SessionStore):
             for sid, row in self._rows.items()
             if (session_id is None or sid == session_id)
             and (user_id is None or row.head.user_id == user_id)
+            and self._mine(row)
         )
         return [self._rows.pop(sid).ref() for sid in doomed]
 
@@ -283,7 +303,7 @@ class MemoryStore(SessionStore):
         self._check_open()
         out = []
         for sid in sorted(set(session_ids)):
-            row = self._rows.get(sid)
+            row = self._find(sid)
             if row is not None and row.head.state is not SessionState.DELETED:
                 out.append(row.ref())
         return out
@@ -313,6 +333,8 @@ class MemoryStore(SessionStore):
             head = row.head
             if after is not None and sid <= after:
                 continue
+            if not self._mine(row):
+                continue
             if head.state is SessionState.DELETED:
                 continue
             if state is not None and head.state is not state:
@@ -335,7 +357,7 @@ class MemoryStore(SessionStore):
         stale = sorted(
             (
                 row
-                for row in self._rows.values()
+                for row in self._mine_all()
                 if row.head.state is SessionState.ACTIVE and row.head.last_heartbeat < cutoff
             ),
             key=lambda row: row.head.last_heartbeat,
@@ -380,7 +402,8 @@ class MemoryStore(SessionStore):
             (
                 Lease(sid, row.lease_owner, row.lease_token, row.lease_expires_at)
                 for sid, row in self._rows.items()
-                if row.lease_owner is not None
+                if self._mine(row)
+                and row.lease_owner is not None
                 and row.lease_expires_at is not None
                 and row.lease_expires_at <= now
             ),
@@ -432,7 +455,8 @@ class MemoryStore(SessionStore):
         doomed = sorted(
             sid
             for sid, row in self._rows.items()
-            if row.head.state in wanted
+            if self._mine(row)
+            and row.head.state in wanted
             and (after is None or sid > after)
             and (row.head.updated_at or row.head.created_at) < cutoff
         )[: max(limit, 0)]
@@ -445,7 +469,7 @@ class MemoryStore(SessionStore):
         found = sorted(
             sid
             for sid, row in self._rows.items()
-            if row.head.user_id == user_id and (after is None or sid > after)
+            if row.head.user_id == user_id and (after is None or sid > after) and self._mine(row)
         )[: max(limit, 0)]
         return [self._head(self._rows[sid]) for sid in found]
 
@@ -453,7 +477,7 @@ class MemoryStore(SessionStore):
         self, session_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[SessionCheckpoint]:
         self._check_open()
-        row = self._rows.get(session_id)
+        row = self._find(session_id)
         if row is None:
             return []
         start = max(after_seq, 0)
@@ -461,10 +485,11 @@ class MemoryStore(SessionStore):
 
     async def retention_policies(self, namespace: str | None = None) -> list[RetentionPolicy]:
         self._check_open()
+        mine = self.tenant or ""
         return [
-            self._policies[name]
-            for name in sorted(self._policies)
-            if namespace is None or name == namespace
+            self._policies[key]
+            for key in sorted(self._policies)
+            if key[0] == mine and (namespace is None or key[1] == namespace)
         ]
 
     async def set_retention_policy(
@@ -477,7 +502,7 @@ class MemoryStore(SessionStore):
     ) -> RetentionPolicy:
         self._check_open()
         policy = RetentionPolicy(namespace, deleted_days, terminal_days, _now(), actor)
-        self._policies[namespace] = policy
+        self._policies[self.tenant or "", namespace] = policy
         return policy
 
     async def append_audit(
@@ -500,6 +525,7 @@ class MemoryStore(SessionStore):
             user_id,
             session_count,
             copy.deepcopy(details),
+            self.tenant or "",
         )
         self._audit.append(record)
         return record._replace(details=copy.deepcopy(details))
@@ -520,6 +546,8 @@ class MemoryStore(SessionStore):
             if user_id is not None and record.user_id != user_id:
                 continue
             if action is not None and record.action != action:
+                continue
+            if self.tenant is not None and record.tenant != self.tenant:
                 continue
             out.append(record._replace(details=copy.deepcopy(record.details)))
         return out

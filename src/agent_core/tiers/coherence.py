@@ -58,6 +58,7 @@ def event(kind: EventKind, head: Head, data: dict[str, Any] | None = None) -> Se
         user_id=head.user_id,
         state="deleted" if gone else head.state.value,
         data=data or {},
+        tenant=head.tenant,
     )
 
 
@@ -81,6 +82,7 @@ class Coherence(AsyncResource):
         epoch_interval: float = 0.25,
         replay_interval: float = 0.1,
         max_owed_events: int = 10_000,
+        tenant: str | None = None,
     ) -> None:
         if not 0 < epoch_interval < trust_window:
             raise ValueError("epoch_interval must be positive and shorter than trust_window")
@@ -94,6 +96,9 @@ class Coherence(AsyncResource):
         self.epoch_interval = epoch_interval
         self.replay_interval = replay_interval
         self.max_owed_events = max_owed_events
+        # Tenant-bound: tiers are shared by every tenant of the namespace, so an entry of
+        # another tenant's session is a miss here (the store, confined too, then finds nothing).
+        self.tenant = tenant
         self.epoch = 0
         self._confirmed_at = -float("inf")  # time.monotonic() of the last epoch confirmation
         self._owed_events: list[SessionEvent] = []
@@ -180,8 +185,10 @@ class Coherence(AsyncResource):
             entry = local.peek(session_id)
             if entry is not None:
                 if await self._is_current(session_id, entry.version):
-                    self.stats["hits.local"] += 1
-                    return decode(entry)
+                    found = decode(entry)
+                    if self._mine(found):
+                        self.stats["hits.local"] += 1
+                        return found
                 local.discard(session_id)
         tier = self.tier
         trusted = tier.caches and self._trusted()
@@ -191,6 +198,8 @@ class Coherence(AsyncResource):
                 cached = await tier.get(session_id, epoch)
             except CacheUnavailable as exc:
                 self._failed("get", exc)
+                cached = None
+            if cached is not None and not self._mine(cached):
                 cached = None
             if cached is not None:
                 self.stats["hits.shared"] += 1
@@ -210,6 +219,9 @@ class Coherence(AsyncResource):
                 except CacheUnavailable as exc:
                     self._failed("set", exc)
         return session
+
+    def _mine(self, session: AgentSession) -> bool:
+        return self.tenant is None or session.tenant == self.tenant
 
     async def _is_current(self, session_id: str, version: int) -> bool:
         if self.tier.caches and self._trusted():
@@ -268,6 +280,10 @@ class Coherence(AsyncResource):
         tier is tombstoned either way, since one may still hold the session."""
         if self.local is not None:
             self.local.discard(session_id)
+        if ref is None and self.tenant is not None:
+            # The id may be another tenant's live session: a tombstone would keep it out of
+            # the shared cache. A delete that was missed by the cache bumped the epoch anyway.
+            return
         events = [] if ref is None else [event(EventKind.DELETED, ref)]
         await self._commit([Change(session_id, DELETED_VERSION)], events)
 
@@ -323,7 +339,9 @@ class Coherence(AsyncResource):
             if ref is not None:
                 events.append(event(kind, ref, data))
             else:
-                events.append(SessionEvent(kind, lease.session_id, 0, data=data))
+                events.append(
+                    SessionEvent(kind, lease.session_id, 0, data=data, tenant=self.tenant or "")
+                )
         await self._announce(events, wait=False)
 
     # --- plumbing ------------------------------------------------------------------------------
