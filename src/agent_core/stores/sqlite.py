@@ -51,6 +51,7 @@ from agent_core.stores.base import (
     SessionStore,
     TierEpoch,
     bound_age,
+    check_tenant,
 )
 from agent_core.stores.migrations import Migration, load_migrations
 
@@ -73,10 +74,10 @@ _MAX_INT = 2**63 - 1
 _HEAD_COLUMNS = (
     "session_id, agent_type, user_id, state, created_at, updated_at, last_heartbeat, version,"
     " checkpoint_count, lease_owner, lease_token, lease_expires_at, lease_ttl_us, context,"
-    " metadata"
+    " metadata, tenant"
 )
 _SELECT_HEAD = f"SELECT {_HEAD_COLUMNS} FROM sessions WHERE session_id = ?"
-_REF_COLUMNS = "session_id, version, agent_type, user_id, state"
+_REF_COLUMNS = "session_id, version, agent_type, user_id, state, tenant"
 _CHECKPOINT_COLUMNS = "seq, name, timestamp, data"
 
 # get(): the live session and its checkpoint window in one statement, so one implicit read
@@ -86,7 +87,7 @@ _CHECKPOINT_COLUMNS = "seq, name, timestamp, data"
 # whole window with one orjson call instead of building a row tuple per checkpoint.
 _SESSION_COLUMNS = (
     "session_id, agent_type, user_id, state, created_at, updated_at, last_heartbeat, version,"
-    " checkpoint_count, context, metadata"
+    " checkpoint_count, context, metadata, tenant"
 )
 _GET_SESSION = (
     f"SELECT {_SESSION_COLUMNS}, NULL FROM sessions WHERE session_id = ? AND state != 'deleted'"
@@ -100,8 +101,8 @@ _GET_SESSION_WINDOW = (
     ") FROM sessions AS s WHERE s.session_id = ?1 AND s.state != 'deleted'"
 )
 _INSERT_CHECKPOINT = (
-    "INSERT INTO checkpoints (session_id, seq, name, data, timestamp, idempotency_key)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO checkpoints (session_id, seq, name, data, timestamp, idempotency_key, tenant)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 # Ids per statement in describe(): below SQLite's smallest bound-parameter limit (999).
 _IN_CHUNK = 500
@@ -126,8 +127,8 @@ def _now_us() -> int:
 
 def _ref(found: tuple[Any, ...]) -> SessionRef:
     """A ``SessionRef`` from a ``_REF_COLUMNS`` row."""
-    session_id, version, agent_type, user_id, state = found
-    return SessionRef(session_id, version, agent_type, user_id, SessionState(state))
+    session_id, version, agent_type, user_id, state, tenant = found
+    return SessionRef(session_id, version, agent_type, user_id, SessionState(state), tenant)
 
 
 def _to_us(value: datetime) -> int:
@@ -192,9 +193,11 @@ def _has_json(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def _get_in_two(session_id: str, window: int, conn: sqlite3.Connection) -> AgentSession | None:
+def _get_in_two(
+    session_id: str, window: int, mine: str, conn: sqlite3.Connection
+) -> AgentSession | None:
     """``get`` without SQLite's JSON functions: two statements, in one read transaction."""
-    found = conn.execute(_GET_SESSION, (session_id,)).fetchone()
+    found = conn.execute(_GET_SESSION + mine, (session_id,)).fetchone()
     if found is None:
         return None
     out = _session(found)
@@ -224,6 +227,7 @@ def _session(found: tuple[Any, ...]) -> AgentSession:
         checkpoint_count,
         context,
         metadata,
+        tenant,
         trail,
     ) = found
     return AgentSession(
@@ -239,6 +243,7 @@ def _session(found: tuple[Any, ...]) -> AgentSession:
         metadata=loads(metadata),
         version=version,
         checkpoint_count=checkpoint_count,
+        tenant=tenant,
     )
 
 
@@ -275,6 +280,7 @@ class _Row:
     lease_ttl_us: int | None
     context: str
     metadata: str
+    tenant: str
 
     @classmethod
     def from_db(cls, row: tuple[Any, ...]) -> _Row:
@@ -302,7 +308,9 @@ class _Row:
         self.lease_expires_at = None
 
     def ref(self) -> SessionRef:
-        return SessionRef(self.session_id, self.version, self.agent_type, self.user_id, self.state)
+        return SessionRef(
+            self.session_id, self.version, self.agent_type, self.user_id, self.state, self.tenant
+        )
 
     def head(self) -> AgentSession:
         return AgentSession(
@@ -318,19 +326,22 @@ class _Row:
             metadata=loads(self.metadata),
             version=self.version,
             checkpoint_count=self.checkpoint_count,
+            tenant=self.tenant,
         )
 
 
-def _load(conn: sqlite3.Connection, session_id: str) -> _Row | None:
-    found = conn.execute(_SELECT_HEAD, (session_id,)).fetchone()
+def _load(conn: sqlite3.Connection, session_id: str, mine: str) -> _Row | None:
+    found = conn.execute(_SELECT_HEAD + mine, (session_id,)).fetchone()
     if found is None:
         return None
     row = _Row.from_db(found)
     return None if row.state is SessionState.DELETED else row
 
 
-def _live(conn: sqlite3.Connection, session_id: str) -> _Row:
-    row = _load(conn, session_id)
+def _live(conn: sqlite3.Connection, session_id: str, mine: str) -> _Row:
+    """The live row of ``session_id`` among the rows ``mine`` (a tenant filter) admits; every
+    later statement of the transaction may then address it by id alone."""
+    row = _load(conn, session_id, mine)
     if row is None:
         raise SessionNotFound(session_id)
     return row
@@ -451,6 +462,8 @@ class SQLiteStore(SessionStore):
         self.url = f"sqlite:///{self._path}"
         self._conn: sqlite3.Connection | None = None
         self._worker: _Worker | None = None
+        # " AND tenant = '<name>'" for a tenant-bound store (set in open()), else "".
+        self._mine = ""
         # Whether the library has SQLite's JSON functions (built in since 3.38, an option
         # before): found out at open(); without them reads and sweeps take a slower path.
         self._json = True
@@ -463,6 +476,9 @@ class SQLiteStore(SessionStore):
     async def open(self) -> None:
         if self._conn is not None:
             return
+        # The name is checked (no quote can occur), so it can be a literal: the planner then
+        # matches the tenant's partial indexes, as it does the state literals.
+        self._mine = "" if self.tenant is None else f" AND tenant = '{check_tenant(self.tenant)}'"
         worker = _Worker()
         opened: list[sqlite3.Connection] = []
 
@@ -699,7 +715,7 @@ class SQLiteStore(SessionStore):
         def body(conn: sqlite3.Connection) -> tuple[int, str | None]:
             rows = conn.execute(
                 "SELECT session_id, context, metadata FROM sessions WHERE session_id > ?"
-                " ORDER BY session_id LIMIT ?",
+                f"{self._mine} ORDER BY session_id LIMIT ?",
                 (after, _bound(limit)),
             ).fetchall()
             done = 0
@@ -734,7 +750,7 @@ class SQLiteStore(SessionStore):
         def body(conn: sqlite3.Connection) -> tuple[int, tuple[str, int] | None]:
             rows = conn.execute(
                 "SELECT session_id, seq, data FROM checkpoints WHERE (session_id, seq) > (?, ?)"
-                " ORDER BY session_id, seq LIMIT ?",
+                f"{self._mine} ORDER BY session_id, seq LIMIT ?",
                 (after[0], after[1], _bound(limit)),
             ).fetchall()
             done = 0
@@ -765,6 +781,7 @@ class SQLiteStore(SessionStore):
             (cp.name, self._seal(cp.data, sid, "checkpoint"), _to_us(cp.timestamp))
             for cp in session.checkpoints
         ]
+        tenant = session.tenant if self.tenant is None else self.tenant
 
         def body(conn: sqlite3.Connection) -> AgentSession:
             if conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (sid,)).fetchone():
@@ -786,10 +803,11 @@ class SQLiteStore(SessionStore):
                 lease_ttl_us=None,
                 context=context,
                 metadata=metadata,
+                tenant=tenant,
             )
             conn.execute(
                 f"INSERT INTO sessions ({_HEAD_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.session_id,
                     row.agent_type,
@@ -806,11 +824,12 @@ class SQLiteStore(SessionStore):
                     row.lease_ttl_us,
                     row.context,
                     row.metadata,
+                    row.tenant,
                 ),
             )
             conn.executemany(
                 _INSERT_CHECKPOINT,
-                [(sid, seq, *cp, None) for seq, cp in enumerate(trail, start=1)],
+                [(sid, seq, *cp, None, tenant) for seq, cp in enumerate(trail, start=1)],
             )
             return self._head(row)
 
@@ -819,11 +838,18 @@ class SQLiteStore(SessionStore):
     async def get(self, session_id: str, *, window: int) -> AgentSession | None:
         conn, worker = self._require_open()
         if window <= 0:
-            call = partial(self._get_sync, conn, _GET_SESSION, (session_id,))
+            call = partial(self._get_sync, conn, _GET_SESSION + self._mine, (session_id,))
         elif self._json:
-            call = partial(self._get_sync, conn, _GET_SESSION_WINDOW, (session_id, _bound(window)))
+            call = partial(
+                self._get_sync,
+                conn,
+                _GET_SESSION_WINDOW + self._mine,
+                (session_id, _bound(window)),
+            )
         else:
-            found = await self._read(partial(_get_in_two, session_id, window), snapshot=True)
+            found = await self._read(
+                partial(_get_in_two, session_id, window, self._mine), snapshot=True
+            )
             return None if found is None else open_session(self.sealer, found)
         return await self._submit(worker, call)
 
@@ -841,7 +867,8 @@ class SQLiteStore(SessionStore):
     async def get_version(self, session_id: str) -> int | None:
         def body(conn: sqlite3.Connection) -> int | None:
             found = conn.execute(
-                "SELECT version FROM sessions WHERE session_id = ? AND state != 'deleted'",
+                "SELECT version FROM sessions WHERE session_id = ? AND state != 'deleted'"
+                + self._mine,
                 (session_id,),
             ).fetchone()
             return None if found is None else int(found[0])
@@ -866,7 +893,7 @@ class SQLiteStore(SessionStore):
         ]
 
         def body(conn: sqlite3.Connection) -> AgentSession:
-            row = _live(conn, sid)
+            row = _live(conn, sid, self._mine)
             now = _now_us()
             row.check_fence(fence, now)
             if row.version != session.version:
@@ -879,7 +906,7 @@ class SQLiteStore(SessionStore):
             first = row.checkpoint_count + 1
             conn.executemany(
                 _INSERT_CHECKPOINT,
-                [(sid, seq, *cp, None) for seq, cp in enumerate(trail, start=first)],
+                [(sid, seq, *cp, None, row.tenant) for seq, cp in enumerate(trail, start=first)],
             )
             row.state = session.state
             row.context, row.metadata = context, metadata
@@ -922,7 +949,7 @@ class SQLiteStore(SessionStore):
         timestamp = _to_us(checkpoint.timestamp)
 
         def body(conn: sqlite3.Connection) -> AppendResult:
-            row = _live(conn, session_id)
+            row = _live(conn, session_id, self._mine)
             now = _now_us()
             row.check_fence(fence, now)
             if idempotency_key is not None:
@@ -937,7 +964,7 @@ class SQLiteStore(SessionStore):
             seq = row.checkpoint_count + 1
             conn.execute(
                 _INSERT_CHECKPOINT,
-                (session_id, seq, checkpoint.name, data, timestamp, idempotency_key),
+                (session_id, seq, checkpoint.name, data, timestamp, idempotency_key, row.tenant),
             )
             row.checkpoint_count = seq
             row.version += 1
@@ -957,7 +984,7 @@ class SQLiteStore(SessionStore):
 
     async def heartbeat(self, session_id: str, *, fence: Lease | None = None) -> AgentSession:
         def body(conn: sqlite3.Connection) -> AgentSession:
-            row = _live(conn, session_id)
+            row = _live(conn, session_id, self._mine)
             now = _now_us()
             row.check_fence(fence, now)
             row.last_heartbeat = now
@@ -983,7 +1010,7 @@ class SQLiteStore(SessionStore):
         max_bytes: int | None = None,
     ) -> AgentSession:
         def body(conn: sqlite3.Connection) -> AgentSession:
-            row = _live(conn, session_id)
+            row = _live(conn, session_id, self._mine)
             now = _now_us()
             row.check_fence(fence, now)
             current = open_value(self.sealer, loads(row.context), f"{session_id}/context")
@@ -1008,7 +1035,7 @@ class SQLiteStore(SessionStore):
         fence: Lease | None = None,
     ) -> AgentSession:
         def body(conn: sqlite3.Connection) -> AgentSession:
-            row = _live(conn, session_id)
+            row = _live(conn, session_id, self._mine)
             now = _now_us()
             row.check_fence(fence, now)
             row.state.check_transition(state)
@@ -1033,7 +1060,8 @@ class SQLiteStore(SessionStore):
     async def delete(self, session_id: str) -> SessionRef | None:
         def body(conn: sqlite3.Connection) -> SessionRef | None:
             found = conn.execute(
-                f"SELECT {_REF_COLUMNS} FROM sessions WHERE session_id = ? AND state != 'deleted'",
+                f"SELECT {_REF_COLUMNS} FROM sessions WHERE session_id = ? AND state != 'deleted'"
+                + self._mine,
                 (session_id,),
             ).fetchone()
             if found is None:
@@ -1061,7 +1089,7 @@ class SQLiteStore(SessionStore):
         if user_id is not None:
             clauses.append("user_id = ?")
             params.append(user_id)
-        where = " AND ".join(clauses)
+        where = " AND ".join(clauses) + self._mine
 
         def body(conn: sqlite3.Connection) -> list[SessionRef]:
             found = conn.execute(
@@ -1118,7 +1146,7 @@ class SQLiteStore(SessionStore):
                     _ref(row)
                     for row in conn.execute(
                         f"SELECT {_REF_COLUMNS} FROM sessions"
-                        f" WHERE session_id IN ({marks}) AND state != 'deleted'",
+                        f" WHERE session_id IN ({marks}) AND state != 'deleted'{self._mine}",
                         chunk,
                     )
                 )
@@ -1136,7 +1164,7 @@ class SQLiteStore(SessionStore):
         self, session_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[SessionCheckpoint]:
         def body(conn: sqlite3.Connection) -> list[SessionCheckpoint]:
-            _live(conn, session_id)
+            _live(conn, session_id, self._mine)
             return [
                 self._checkpoint(session_id, cp)
                 for cp in conn.execute(
@@ -1175,13 +1203,14 @@ class SQLiteStore(SessionStore):
         # Without ANALYZE statistics the planner may prefer the all-states index on user_id or
         # agent_type and filter out every finished session; pin the partial index.
         index = ""
+        tenant = "tenant_" if self._mine else ""
         if state is SessionState.ACTIVE and user_id is not None:
-            index = " INDEXED BY sessions_active_by_user"
+            index = f" INDEXED BY sessions_{tenant}active_by_user"
         elif state is SessionState.ACTIVE and agent_type is not None:
-            index = " INDEXED BY sessions_active_by_agent_type"
+            index = f" INDEXED BY sessions_{tenant}active_by_agent_type"
         sql = (
             f"SELECT {_HEAD_COLUMNS} FROM sessions{index} WHERE {' AND '.join(clauses)}"
-            " ORDER BY session_id LIMIT ?"
+            f"{self._mine} ORDER BY session_id LIMIT ?"
         )
 
         def body(conn: sqlite3.Connection) -> list[AgentSession]:
@@ -1196,14 +1225,17 @@ class SQLiteStore(SessionStore):
         # With SQLite's JSON functions the context is amended in place and never leaves SQLite
         # (json_set keeps the stored text and appends the key, as the Python merge would).
         in_sql = self._json
-        columns = "session_id, version, agent_type, user_id" + ("" if in_sql else ", context")
+        columns = "session_id, version, agent_type, user_id, tenant" + (
+            "" if in_sql else ", context"
+        )
+        index = "sessions_tenant_stale_sweep" if self._mine else "sessions_stale_sweep"
 
         def body(conn: sqlite3.Connection) -> list[SessionRef]:
             now = _now_us()
             doomed = conn.execute(
                 # Pinned: the planner would rather sort every active session by heartbeat.
-                f"SELECT {columns} FROM sessions INDEXED BY sessions_stale_sweep"
-                " WHERE state = 'active' AND last_heartbeat < ?"
+                f"SELECT {columns} FROM sessions INDEXED BY {index}"
+                f" WHERE state = 'active' AND last_heartbeat < ?{self._mine}"
                 " ORDER BY last_heartbeat LIMIT ?",
                 (now - max_age_us, _bound(limit)),
             ).fetchall()
@@ -1220,7 +1252,7 @@ class SQLiteStore(SessionStore):
                     " updated_at = ? WHERE session_id = ?",
                     [
                         (
-                            _json({**loads(row[4]), "failure_reason": "heartbeat_timeout"}),
+                            _json({**loads(row[5]), "failure_reason": "heartbeat_timeout"}),
                             row[1] + 1,
                             now,
                             row[0],
@@ -1229,7 +1261,9 @@ class SQLiteStore(SessionStore):
                     ],
                 )
             failed = SessionState.FAILED
-            return [SessionRef(row[0], row[1] + 1, row[2], row[3], failed) for row in doomed]
+            return [
+                SessionRef(row[0], row[1] + 1, row[2], row[3], failed, row[4]) for row in doomed
+            ]
 
         return await self._write(body)
 
@@ -1237,7 +1271,7 @@ class SQLiteStore(SessionStore):
         ttl_us = ttl // _US
 
         def body(conn: sqlite3.Connection) -> Lease:
-            row = _live(conn, session_id)
+            row = _live(conn, session_id, self._mine)
             now = _now_us()
             if row.lease_is_live(now) and row.lease_owner != owner:
                 raise LeaseHeld(f"session {session_id} is leased to {row.lease_owner!r}")
@@ -1255,7 +1289,7 @@ class SQLiteStore(SessionStore):
         ttl_us = ttl // _US
 
         def body(conn: sqlite3.Connection) -> Lease:
-            row = _live(conn, lease.session_id)
+            row = _live(conn, lease.session_id, self._mine)
             now = _now_us()
             row.check_fence(lease, now)
             expires = now + ttl_us
@@ -1269,7 +1303,7 @@ class SQLiteStore(SessionStore):
 
     async def release(self, lease: Lease) -> None:
         def body(conn: sqlite3.Connection) -> None:
-            row = _live(conn, lease.session_id)
+            row = _live(conn, lease.session_id, self._mine)
             row.check_fence(lease, _now_us())
             conn.execute(
                 "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL"
@@ -1280,11 +1314,13 @@ class SQLiteStore(SessionStore):
         await self._write(body)
 
     async def expire_leases(self, *, limit: int) -> list[Lease]:
+        index = "sessions_tenant_lease_expiry" if self._mine else "sessions_lease_expiry"
+
         def body(conn: sqlite3.Connection) -> list[Lease]:
             expired = conn.execute(
                 "SELECT session_id, lease_owner, lease_token, lease_expires_at"
-                " FROM sessions INDEXED BY sessions_lease_expiry"
-                " WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?"
+                f" FROM sessions INDEXED BY {index}"
+                f" WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?{self._mine}"
                 " ORDER BY lease_expires_at LIMIT ?",
                 (_now_us(), _bound(limit)),
             ).fetchall()
@@ -1302,7 +1338,7 @@ class SQLiteStore(SessionStore):
 
     async def current_lease(self, session_id: str) -> Lease | None:
         def body(conn: sqlite3.Connection) -> Lease | None:
-            row = _live(conn, session_id)
+            row = _live(conn, session_id, self._mine)
             if row.lease_owner is None or row.lease_expires_at is None:
                 return None
             if not row.lease_is_live(_now_us()):
@@ -1372,11 +1408,12 @@ class SQLiteStore(SessionStore):
             return []
         max_age_us = bound_age(max_age) // _US
         marks = ", ".join(f"'{value}'" for value in wanted)
+        index = "sessions_tenant_by_state" if self._mine else "sessions_by_state"
 
         def body(conn: sqlite3.Connection) -> list[SessionRef]:
             found = conn.execute(
-                f"SELECT {_REF_COLUMNS} FROM sessions INDEXED BY sessions_by_state"
-                f" WHERE state IN ({marks}) AND session_id > ? AND updated_at < ?"
+                f"SELECT {_REF_COLUMNS} FROM sessions INDEXED BY {index}"
+                f" WHERE state IN ({marks}) AND session_id > ? AND updated_at < ?{self._mine}"
                 " ORDER BY session_id LIMIT ?",
                 (after or "", _now_us() - max_age_us, _bound(limit)),
             ).fetchall()
@@ -1394,13 +1431,15 @@ class SQLiteStore(SessionStore):
         self._require_open()
         if limit <= 0:
             return []
+        index = "sessions_tenant_by_user" if self._mine else "sessions_by_user"
 
         def body(conn: sqlite3.Connection) -> list[AgentSession]:
             return [
                 self._head(_Row.from_db(row))
                 for row in conn.execute(
-                    f"SELECT {_HEAD_COLUMNS} FROM sessions INDEXED BY sessions_by_user"
-                    " WHERE user_id = ? AND session_id > ? ORDER BY session_id LIMIT ?",
+                    f"SELECT {_HEAD_COLUMNS} FROM sessions INDEXED BY {index}"
+                    f" WHERE user_id = ? AND session_id > ?{self._mine}"
+                    " ORDER BY session_id LIMIT ?",
                     (user_id, after or "", _bound(limit)),
                 )
             ]
@@ -1415,7 +1454,7 @@ class SQLiteStore(SessionStore):
                 self._checkpoint(session_id, cp)
                 for cp in conn.execute(
                     f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
-                    " WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    f" WHERE session_id = ? AND seq > ?{self._mine} ORDER BY seq LIMIT ?",
                     (session_id, _bound(after_seq), _bound(limit)),
                 )
             ]
@@ -1423,7 +1462,10 @@ class SQLiteStore(SessionStore):
         return await self._read(body)
 
     async def retention_policies(self, namespace: str | None = None) -> list[RetentionPolicy]:
-        where, params = ("", ()) if namespace is None else (" WHERE namespace = ?", (namespace,))
+        # Each tenant has its own policies; an untenanted store the tenant '' ones.
+        where, params = " WHERE tenant = ?", (self.tenant or "",)
+        if namespace is not None:
+            where, params = where + " AND namespace = ?", (*params, namespace)
 
         def body(conn: sqlite3.Connection) -> list[RetentionPolicy]:
             return [
@@ -1449,9 +1491,9 @@ class SQLiteStore(SessionStore):
             now = _now_us()
             conn.execute(
                 "INSERT OR REPLACE INTO retention_policies"
-                " (namespace, deleted_days, terminal_days, updated_at, updated_by)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (namespace, deleted_days, terminal_days, now, actor),
+                " (tenant, namespace, deleted_days, terminal_days, updated_at, updated_by)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (self.tenant or "", namespace, deleted_days, terminal_days, now, actor),
             )
             return RetentionPolicy(namespace, deleted_days, terminal_days, _from_us(now), actor)
 
@@ -1473,9 +1515,9 @@ class SQLiteStore(SessionStore):
             now = _now_us()
             cursor = conn.execute(
                 "INSERT INTO audit_log"
-                " (at, actor, action, namespace, user_id, session_count, details)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (now, actor, action, namespace, user_id, session_count, text),
+                " (at, actor, action, namespace, user_id, session_count, details, tenant)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, actor, action, namespace, user_id, session_count, text, self.tenant or ""),
             )
             record_id = int(cursor.lastrowid or 0)
             return AuditRecord(
@@ -1487,6 +1529,7 @@ class SQLiteStore(SessionStore):
                 user_id,
                 session_count,
                 loads(text),
+                self.tenant or "",
             )
 
         return await self._write(body)
@@ -1507,16 +1550,21 @@ class SQLiteStore(SessionStore):
         if action is not None:
             clauses.append("action = ?")
             params.append(action)
+        if self.tenant is not None:
+            clauses.append("tenant = ?")
+            params.append(self.tenant)
         params.append(_bound(limit))
         sql = (
-            "SELECT id, at, actor, action, namespace, user_id, session_count, details"
+            "SELECT id, at, actor, action, namespace, user_id, session_count, details, tenant"
             f" FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
         )
 
         def body(conn: sqlite3.Connection) -> list[AuditRecord]:
             return [
-                AuditRecord(rid, _from_us(at), actor, act, ns, uid, count, loads(details))
-                for rid, at, actor, act, ns, uid, count, details in conn.execute(sql, params)
+                AuditRecord(rid, _from_us(at), actor, act, ns, uid, count, loads(details), tenant)
+                for rid, at, actor, act, ns, uid, count, details, tenant in conn.execute(
+                    sql, params
+                )
             ]
 
         return await self._read(body)
