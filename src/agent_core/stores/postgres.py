@@ -61,6 +61,7 @@ from agent_core.stores.base import (
     SessionStore,
     TierEpoch,
     bound_age,
+    check_tenant,
 )
 from agent_core.stores.migrations import load_migrations
 
@@ -92,6 +93,7 @@ _HEAD_COLUMNS = (
     "last_heartbeat",
     "version",
     "checkpoint_count",
+    "tenant",
 )
 _HEAD = ", ".join(_HEAD_COLUMNS)
 _S_HEAD = ", ".join(f"s.{c}" for c in _HEAD_COLUMNS)
@@ -109,7 +111,12 @@ _LEASE_LIVE = "coalesce(lease_expires_at > now(), false) AS lease_live"
 # timestamptz follows the session time zone's DST).
 _US_INTERVAL = "{}::bigint * interval '1 microsecond'"
 # What delete, purge, describe and sweep_stale report.
-_REF = "session_id, version, agent_type, user_id, state"
+_REF = "session_id, version, agent_type, user_id, state, tenant"
+
+# Tenant filters: a tenant-bound store replaces these markers with "AND tenant = '<name>'"
+# (on the table, or on its alias s); an untenanted store removes them (PostgresStore._q).
+_TENANT = "/*T*/"
+_S_TENANT = "/*S.T*/"
 
 # Sources from which each state may be reached, passed as an array so the transition rule is
 # checked against the stored state inside the UPDATE itself.
@@ -120,8 +127,8 @@ _SOURCES: dict[SessionState, list[str]] = {
 # created_at, updated_at and last_heartbeat come from the server's clock.
 _SQL_CREATE = f"""
 INSERT INTO sessions (session_id, agent_type, user_id, state, context, metadata, created_at,
-                      updated_at, last_heartbeat, version, checkpoint_count)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, now(), now(), now(), 1, 0)
+                      updated_at, last_heartbeat, version, checkpoint_count, tenant)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, now(), now(), now(), 1, 0, $7)
 ON CONFLICT (session_id) DO NOTHING
 RETURNING {_HEAD}
 """
@@ -129,15 +136,15 @@ RETURNING {_HEAD}
 _SQL_CREATE_WITH_CHECKPOINTS = f"""
 WITH s AS (
     INSERT INTO sessions (session_id, agent_type, user_id, state, context, metadata, created_at,
-                          updated_at, last_heartbeat, version, checkpoint_count)
+                          updated_at, last_heartbeat, version, checkpoint_count, tenant)
     VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, now(), now(), now(), 1,
-            cardinality($7::text[]))
+            cardinality($8::text[]), $7)
     ON CONFLICT (session_id) DO NOTHING
     RETURNING {_HEAD}
 ), c AS (
-    INSERT INTO checkpoints (session_id, seq, name, data, ts)
-    SELECT s.session_id, u.ord, u.name, u.data, u.ts
-    FROM s, unnest($7::text[], $8::jsonb[], $9::timestamptz[])
+    INSERT INTO checkpoints (session_id, seq, name, data, ts, tenant)
+    SELECT s.session_id, u.ord, u.name, u.data, u.ts, s.tenant
+    FROM s, unnest($8::text[], $9::jsonb[], $10::timestamptz[])
             WITH ORDINALITY AS u(name, data, ts, ord)
 )
 SELECT {_HEAD} FROM s
@@ -150,15 +157,15 @@ SELECT {_S_HEAD},
              WHERE c.session_id = s.session_id AND c.seq > s.checkpoint_count - $2
              ORDER BY c.seq) AS cps
 FROM sessions s
-WHERE s.session_id = $1 AND s.state <> 'deleted'
+WHERE s.session_id = $1 AND s.state <> 'deleted' /*S.T*/
 """
 
-_SQL_GET_VERSION = "SELECT version FROM sessions WHERE session_id = $1 AND state <> 'deleted'"
+_SQL_GET_VERSION = "SELECT version FROM sessions WHERE session_id = $1 AND state <> 'deleted' /*T*/"
 
 # ``sealed``: the context is encrypted, so a manager without the key may not merge into it.
 _SQL_PROBE = (
     f"SELECT state, version, {_LEASE}, {_LEASE_LIVE}, context ? '$sealed' AS sealed"
-    " FROM sessions WHERE session_id = $1"
+    " FROM sessions WHERE session_id = $1 /*T*/"
 )
 
 # Moving to 'deleted' clears the lease, as delete does.
@@ -170,7 +177,7 @@ _UPDATE_SET = """
            lease_expires_at = CASE WHEN $3 = 'deleted' THEN NULL ELSE lease_expires_at END
      WHERE session_id = $1 AND version = $2 AND state <> 'deleted'
        AND (state = $3 OR state = ANY($7::text[]))
-       AND {fence}
+       AND {fence} /*T*/
 """.format(fence=_FENCE.format(f="$8"))
 
 _SQL_UPDATE = f"{_UPDATE_SET} RETURNING {_HEAD}"
@@ -178,8 +185,8 @@ _SQL_UPDATE = f"{_UPDATE_SET} RETURNING {_HEAD}"
 _SQL_UPDATE_WITH_CHECKPOINTS = f"""
 WITH s AS ({_UPDATE_SET} RETURNING {_HEAD}
 ), c AS (
-    INSERT INTO checkpoints (session_id, seq, name, data, ts)
-    SELECT s.session_id, s.checkpoint_count - $6 + u.ord, u.name, u.data, u.ts
+    INSERT INTO checkpoints (session_id, seq, name, data, ts, tenant)
+    SELECT s.session_id, s.checkpoint_count - $6 + u.ord, u.name, u.data, u.ts, s.tenant
     FROM s, unnest($9::text[], $10::jsonb[], $11::timestamptz[])
             WITH ORDINALITY AS u(name, data, ts, ord)
 )
@@ -197,10 +204,11 @@ WITH s AS (
        AND {fence}
        AND ($5::text IS NULL OR NOT EXISTS (
                SELECT 1 FROM checkpoints k WHERE k.session_id = $1 AND k.idempotency_key = $5))
+       /*T*/
     RETURNING {head}
 ), c AS (
-    INSERT INTO checkpoints (session_id, seq, name, data, ts, idempotency_key)
-    SELECT s.session_id, s.checkpoint_count, $2, $3::jsonb, $4, $5 FROM s
+    INSERT INTO checkpoints (session_id, seq, name, data, ts, idempotency_key, tenant)
+    SELECT s.session_id, s.checkpoint_count, $2, $3::jsonb, $4, $5, s.tenant FROM s
 )
 SELECT {head} FROM s
 """.format(fence=_FENCE.format(f="$6"), head=_HEAD)
@@ -211,7 +219,7 @@ SELECT {_S_HEAD}, s.lease_owner, s.lease_token, s.lease_expires_at,
        k.seq AS k_seq, k.name AS k_name, k.data AS k_data, k.ts AS k_ts
 FROM sessions s
 LEFT JOIN checkpoints k ON k.session_id = s.session_id AND k.idempotency_key = $2
-WHERE s.session_id = $1
+WHERE s.session_id = $1 /*S.T*/
 """
 
 _SQL_HEARTBEAT = """
@@ -221,7 +229,7 @@ UPDATE sessions
            WHEN $2::bigint IS NOT NULL AND lease_ttl_us IS NOT NULL
            THEN now() + lease_ttl_us * interval '1 microsecond'
            ELSE lease_expires_at END
- WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence} /*T*/
 RETURNING {head}
 """.format(fence=_FENCE.format(f="$2"), head=_HEAD)
 
@@ -229,7 +237,7 @@ _SQL_PATCH_CONTEXT = """
 UPDATE sessions
    SET context = agent_core_merge_patch(context, $2::jsonb), version = version + 1,
        updated_at = now()
- WHERE session_id = $1 AND state <> 'deleted' AND NOT context ? '$sealed' AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND NOT context ? '$sealed' AND {fence} /*T*/
 RETURNING {head}
 """.format(fence=_FENCE.format(f="$3"), head=_HEAD)
 
@@ -244,6 +252,7 @@ WITH cur AS MATERIALIZED (
     SELECT agent_core_merge_patch(context, $2::jsonb) AS merged
       FROM sessions
      WHERE session_id = $1 AND state <> 'deleted' AND NOT context ? '$sealed' AND {fence}
+       /*T*/
        FOR NO KEY UPDATE
 ), sized AS MATERIALIZED (
     SELECT merged, merged::text AS t FROM cur
@@ -251,7 +260,7 @@ WITH cur AS MATERIALIZED (
     UPDATE sessions
        SET context = sized.merged, version = version + 1, updated_at = now()
       FROM sized
-     WHERE session_id = $1
+     WHERE session_id = $1 /*T*/
        AND octet_length(sized.t)
            + 2 * ((octet_length(sized.t) - octet_length(replace(sized.t, $5::text, ''))) / 4)
            <= $4::bigint
@@ -265,13 +274,13 @@ SELECT (SELECT count(*) FROM cur) AS matched, {s_head} FROM (SELECT 1) AS one LE
 _SQL_PATCH_MERGED = """
 SELECT agent_core_merge_patch(context, $2::jsonb) AS merged
   FROM sessions
- WHERE session_id = $1 AND state <> 'deleted' AND NOT context ? '$sealed' AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND NOT context ? '$sealed' AND {fence} /*T*/
    FOR NO KEY UPDATE
 """.format(fence=_FENCE.format(f="$3"))
 
 _SQL_SET_CONTEXT = f"""
 UPDATE sessions SET context = $2::jsonb, version = version + 1, updated_at = now()
- WHERE session_id = $1
+ WHERE session_id = $1 /*T*/
 RETURNING {_HEAD}
 """
 
@@ -279,7 +288,7 @@ RETURNING {_HEAD}
 # written back sealed (_SQL_SET_CONTEXT), in one transaction.
 _SQL_LOCK_CONTEXT = """
 SELECT context FROM sessions
- WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence} /*T*/
    FOR NO KEY UPDATE
 """.format(fence=_FENCE.format(f="$2"))
 
@@ -289,23 +298,23 @@ _NOT_CURRENT = "NOT ({c} ? '$sealed' AND {c}->>'kid' = $1)"
 _SQL_RESEAL_SESSIONS_PICK = f"""
 SELECT session_id, context, metadata FROM sessions
  WHERE session_id > $2
-   AND ({_NOT_CURRENT.format(c="context")} OR {_NOT_CURRENT.format(c="metadata")})
+   AND ({_NOT_CURRENT.format(c="context")} OR {_NOT_CURRENT.format(c="metadata")}) /*T*/
  ORDER BY session_id
  LIMIT $3
    FOR NO KEY UPDATE
 """
 _SQL_RESEAL_SESSION = (
-    "UPDATE sessions SET context = $2::jsonb, metadata = $3::jsonb WHERE session_id = $1"
+    "UPDATE sessions SET context = $2::jsonb, metadata = $3::jsonb WHERE session_id = $1 /*T*/"
 )
 _SQL_RESEAL_CHECKPOINTS_PICK = f"""
 SELECT session_id, seq, data FROM checkpoints
- WHERE (session_id, seq) > ($2, $3) AND {_NOT_CURRENT.format(c="data")}
+ WHERE (session_id, seq) > ($2, $3) AND {_NOT_CURRENT.format(c="data")} /*T*/
  ORDER BY session_id, seq
  LIMIT $4
    FOR UPDATE
 """
 _SQL_RESEAL_CHECKPOINT = (
-    "UPDATE checkpoints SET data = $3::jsonb WHERE session_id = $1 AND seq = $2"
+    "UPDATE checkpoints SET data = $3::jsonb WHERE session_id = $1 AND seq = $2 /*T*/"
 )
 
 _SQL_SET_STATE = """
@@ -317,7 +326,7 @@ UPDATE sessions
        lease_owner = CASE WHEN $2 = 'deleted' THEN NULL ELSE lease_owner END,
        lease_expires_at = CASE WHEN $2 = 'deleted' THEN NULL ELSE lease_expires_at END,
        version = version + 1, updated_at = now()
- WHERE session_id = $1 AND state <> 'deleted' AND state = ANY($4::text[]) AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND state = ANY($4::text[]) AND {fence} /*T*/
 RETURNING {head}
 """.format(fence=_FENCE.format(f="$5"), head=_HEAD)
 
@@ -325,18 +334,20 @@ _SQL_DELETE = f"""
 UPDATE sessions
    SET state = 'deleted', lease_owner = NULL, lease_expires_at = NULL,
        version = version + 1, updated_at = now()
- WHERE session_id = $1 AND state <> 'deleted'
+ WHERE session_id = $1 AND state <> 'deleted' /*T*/
 RETURNING {_REF}
 """
 
 # RETURNING reports each removed row as it was before the DELETE.
-_SQL_PURGE_SESSION = f"DELETE FROM sessions WHERE session_id = $1 RETURNING {_REF}"
-_SQL_PURGE_USER = f"DELETE FROM sessions WHERE user_id = $1 RETURNING {_REF}"
-_SQL_PURGE_BOTH = f"DELETE FROM sessions WHERE session_id = $1 AND user_id = $2 RETURNING {_REF}"
+_SQL_PURGE_SESSION = f"DELETE FROM sessions WHERE session_id = $1 /*T*/ RETURNING {_REF}"
+_SQL_PURGE_USER = f"DELETE FROM sessions WHERE user_id = $1 /*T*/ RETURNING {_REF}"
+_SQL_PURGE_BOTH = (
+    f"DELETE FROM sessions WHERE session_id = $1 AND user_id = $2 /*T*/ RETURNING {_REF}"
+)
 
 _SQL_DESCRIBE = f"""
 SELECT {_REF} FROM sessions
- WHERE session_id = ANY($1::text[]) AND state <> 'deleted'
+ WHERE session_id = ANY($1::text[]) AND state <> 'deleted' /*T*/
  ORDER BY session_id
 """
 
@@ -347,7 +358,7 @@ SELECT ARRAY(SELECT ROW(c.seq, c.name, c.data, c.ts)
              ORDER BY c.seq
              LIMIT $3) AS cps
 FROM sessions s
-WHERE s.session_id = $1 AND s.state <> 'deleted'
+WHERE s.session_id = $1 AND s.state <> 'deleted' /*S.T*/
 """
 
 # SKIP LOCKED: a session another sweeper (or writer) holds is left for the next sweep, so two
@@ -357,7 +368,7 @@ WHERE s.session_id = $1 AND s.state <> 'deleted'
 _SQL_SWEEP = """
 WITH doomed AS (
     SELECT session_id FROM sessions
-     WHERE state = 'active' AND last_heartbeat < now() - {max_age}
+     WHERE state = 'active' AND last_heartbeat < now() - {max_age} /*T*/
      ORDER BY last_heartbeat
      LIMIT $2
        FOR NO KEY UPDATE SKIP LOCKED
@@ -368,13 +379,13 @@ UPDATE sessions s
        version = s.version + 1, updated_at = now()
   FROM doomed
  WHERE s.session_id = doomed.session_id
-RETURNING s.session_id, s.version, s.agent_type, s.user_id, s.state
+RETURNING s.session_id, s.version, s.agent_type, s.user_id, s.state, s.tenant
 """.format(max_age=_US_INTERVAL.format("$1"))
 
 _SQL_EXPIRE_LEASES = """
 WITH doomed AS (
     SELECT session_id, lease_owner, lease_token, lease_expires_at FROM sessions
-     WHERE lease_owner IS NOT NULL AND lease_expires_at <= now()
+     WHERE lease_owner IS NOT NULL AND lease_expires_at <= now() /*T*/
      ORDER BY lease_expires_at
      LIMIT $1
        FOR NO KEY UPDATE SKIP LOCKED
@@ -392,25 +403,27 @@ UPDATE sessions
        lease_ttl_us = $3
  WHERE session_id = $1 AND state <> 'deleted'
    AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= now()
-        OR lease_owner = $2)
+        OR lease_owner = $2) /*T*/
 RETURNING lease_token, lease_expires_at
 """.format(ttl=_US_INTERVAL.format("$3"))
 
 _SQL_RENEW = """
 UPDATE sessions
    SET lease_expires_at = now() + {ttl}, lease_ttl_us = $3
- WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence} /*T*/
 RETURNING lease_token, lease_expires_at
 """.format(ttl=_US_INTERVAL.format("$3"), fence=_FENCE.format(f="$2"))
 
 _SQL_RELEASE = """
 UPDATE sessions
    SET lease_owner = NULL, lease_expires_at = NULL
- WHERE session_id = $1 AND state <> 'deleted' AND {fence}
+ WHERE session_id = $1 AND state <> 'deleted' AND {fence} /*T*/
 RETURNING lease_token
 """.format(fence=_FENCE.format(f="$2"))
 
-_SQL_CURRENT_LEASE = f"SELECT state, {_LEASE}, {_LEASE_LIVE} FROM sessions WHERE session_id = $1"
+_SQL_CURRENT_LEASE = (
+    f"SELECT state, {_LEASE}, {_LEASE_LIVE} FROM sessions WHERE session_id = $1 /*T*/"
+)
 
 _SQL_TIER_EPOCH = "SELECT epoch, cache_id FROM tier_epochs WHERE namespace = $1"
 _SQL_CACHES_IN_USE = "SELECT EXISTS (SELECT 1 FROM tier_epochs WHERE cache_id <> '')"
@@ -439,6 +452,90 @@ UPDATE tier_epochs t
    SET epoch = t.epoch + 1, cache_id = coalesce($1::text, t.cache_id)
   FROM locked
  WHERE t.namespace = locked.namespace
+"""
+
+# The tables whose rows belong to a tenant: row-level security confines the tenant role to
+# the rows of its tenant (schema 5 enables it; see 0005_tenants.sql).
+_TENANT_TABLES = ("sessions", "checkpoints", "audit_log", "retention_policies", "records")
+# ... and every table a tenant-bound store's statements touch.
+_TENANT_ROLE_TABLES = (*_TENANT_TABLES, "tier_epochs")
+
+# Idempotent, under the migration lock (one schema at a time) and race-safe across databases
+# (roles are cluster-wide: a concurrent CREATE ROLE or GRANT fails on a unique index, and the
+# loser finds the role in place). Statements run only for what is missing, so opening a
+# tenant-bound store again writes nothing. {role} is a checked plain identifier.
+_SQL_SETUP_TENANCY = """
+DO $setup$
+DECLARE
+    t text;
+    qualified text;
+    policy text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+        BEGIN
+            CREATE ROLE "{role}" NOLOGIN;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN NULL;
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                    MESSAGE = format('role %s does not exist, and %s may not create it'
+                                     ' (it lacks CREATEROLE)', '{role}', current_user),
+                    HINT = format('as an administrator: CREATE ROLE "{role}" NOLOGIN;'
+                                  ' GRANT "{role}" TO %I;', current_user);
+        END;
+    END IF;
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT pg_has_role(current_user, '{role}',
+                           CASE WHEN current_setting('server_version_num')::int >= 160000
+                                THEN 'SET' ELSE 'MEMBER' END) THEN
+        BEGIN
+            IF current_setting('server_version_num')::int >= 160000 THEN
+                EXECUTE format('GRANT "{role}" TO %I WITH SET TRUE, INHERIT FALSE',
+                               current_user);
+            ELSE
+                EXECUTE format('GRANT "{role}" TO %I', current_user);
+            END IF;
+        EXCEPTION
+            WHEN unique_violation THEN NULL;
+            WHEN insufficient_privilege OR invalid_grant_operation THEN
+                RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                    MESSAGE = format('%s may not SET ROLE to %s', current_user, '{role}'),
+                    HINT = format('as an administrator: GRANT "{role}" TO %I;', current_user);
+        END;
+    END IF;
+    IF NOT has_schema_privilege('{role}', current_schema(), 'USAGE') THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO "{role}"', current_schema());
+    END IF;
+    FOREACH t IN ARRAY ARRAY[{tables}] LOOP
+        qualified := format('%I.%I', current_schema(), t);
+        CONTINUE WHEN to_regclass(qualified) IS NULL;
+        IF NOT (has_table_privilege('{role}', qualified, 'SELECT')
+                AND has_table_privilege('{role}', qualified, 'INSERT')
+                AND has_table_privilege('{role}', qualified, 'UPDATE')
+                AND has_table_privilege('{role}', qualified, 'DELETE')) THEN
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO "{role}"', qualified);
+        END IF;
+    END LOOP;
+    qualified := pg_get_serial_sequence(format('%I.audit_log', current_schema()), 'id');
+    IF NOT has_sequence_privilege('{role}', qualified, 'USAGE') THEN
+        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO "{role}"', qualified);
+    END IF;
+    policy := 'agent_core_tenant_' || '{role}';
+    FOREACH t IN ARRAY ARRAY[{rls_tables}] LOOP
+        qualified := format('%I.%I', current_schema(), t);
+        CONTINUE WHEN to_regclass(qualified) IS NULL;
+        IF NOT EXISTS (SELECT 1 FROM pg_policy
+                        WHERE polrelid = qualified::regclass AND polname = policy) THEN
+            EXECUTE format(
+                'CREATE POLICY %I ON %s AS RESTRICTIVE TO "{role}"'
+                ' USING (tenant <> '''' AND tenant = current_setting(''agent_core.tenant'', true))'
+                ' WITH CHECK (tenant <> '''' AND'
+                '             tenant = current_setting(''agent_core.tenant'', true))',
+                policy, qualified);
+        END IF;
+    END LOOP;
+END
+$setup$
 """
 
 _SQL_SCHEMA_TABLE = """
@@ -564,6 +661,7 @@ def _row_head(row: Any) -> AgentSession:
         metadata=_loads(row["metadata"]),
         version=row["version"],
         checkpoint_count=row["checkpoint_count"],
+        tenant=row["tenant"],
     )
 
 
@@ -599,14 +697,17 @@ def _fence_is_live(row: Any, fence: Lease | None) -> bool:
 
 def _ref(row: Any) -> SessionRef:
     """A ``SessionRef`` from a row of ``_REF`` columns."""
-    session_id, version, agent_type, user_id, state = row
-    return SessionRef(session_id, version, _unesc(agent_type), _unesc(user_id), SessionState(state))
+    session_id, version, agent_type, user_id, state, tenant = row
+    return SessionRef(
+        session_id, version, _unesc(agent_type), _unesc(user_id), SessionState(state), tenant
+    )
 
 
-async def _live_probe(conn: Any, session_id: str, fence: Lease | None) -> Any:
-    """After a guarded write matched no row: the session's probe row, once it is known that
-    the session is live and ``fence`` (if any) still holds; else the error that explains it."""
-    probe = await conn.fetchrow(_SQL_PROBE, session_id)
+async def _live_probe(conn: Any, probe_sql: str, session_id: str, fence: Lease | None) -> Any:
+    """After a guarded write matched no row: the session's probe row (``probe_sql``: the
+    store's ``_SQL_PROBE``), once it is known that the session is live and ``fence`` (if any)
+    still holds; else the error that explains it."""
+    probe = await conn.fetchrow(probe_sql, session_id)
     if probe is None or probe["state"] == SessionState.DELETED.value:
         raise SessionNotFound(session_id)
     if fence is not None and not _fence_is_live(probe, fence):
@@ -668,10 +769,13 @@ class PostgresStore(SessionStore):
         connect_timeout: float = 5.0,
         create_schema: bool = True,
         schema: str | None = None,
+        tenant_role: str = "agent_core_tenant",
     ) -> None:
         self._asyncpg = _import_asyncpg()
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise ConfigurationError(f"schema name {schema!r} is not a plain SQL identifier")
+        if not _SCHEMA_NAME.match(tenant_role):
+            raise ConfigurationError(f"tenant_role {tenant_role!r} is not a plain SQL identifier")
         if command_timeout <= 0 or connect_timeout <= 0:
             raise ConfigurationError("command_timeout and connect_timeout must be positive")
         if min_size < 0 or max_size < 1 or min_size > max_size:
@@ -689,12 +793,18 @@ class PostgresStore(SessionStore):
         self._open_lock = asyncio.Lock()
         self._pool: Any = None
         self._list_sql: dict[tuple[SessionState | None, bool, bool, bool], str] = {}
+        self._tenant_role = tenant_role
+        # Statements with their tenant markers filled in (see _q), by their template.
+        self._sql: dict[str, str] = {}
+        # Set once the tenant role is in place: from then on new connections take it.
+        self._tenant_ready = False
 
     @classmethod
     def with_pool(
         cls, pool: Any, *, create_schema: bool = True, command_timeout: float = 5.0
     ) -> PostgresStore:
-        """A store on an existing asyncpg pool, which ``close()`` leaves open."""
+        """A store on an existing asyncpg pool, which ``close()`` leaves open. It cannot be
+        bound to a tenant (its connections are not this store's to set up)."""
         connect_args = getattr(pool, "_connect_args", None) or [None]
         dsn = connect_args[0] if isinstance(connect_args[0], str) else "postgresql://"
         store = cls(dsn, create_schema=create_schema, command_timeout=command_timeout)
@@ -706,21 +816,82 @@ class PostgresStore(SessionStore):
 
     # --- lifecycle -------------------------------------------------------------------------
 
+    def _q(self, sql: str) -> str:
+        """``sql`` with its tenant markers filled in: ``AND tenant = '<name>'`` for a
+        tenant-bound store (the name is checked, so it can be a literal, which also lets the
+        planner use the tenant's indexes), nothing for an untenanted one."""
+        done = self._sql.get(sql)
+        if done is None:
+            tenant = self.tenant
+            mine = "" if tenant is None else f"AND tenant = '{tenant}'"
+            theirs = "" if tenant is None else f"AND s.tenant = '{tenant}'"
+            done = self._sql[sql] = sql.replace(_S_TENANT, theirs).replace(_TENANT, mine)
+        return done
+
     async def open(self) -> None:
         # Two tasks opening at once must not each create a pool (one would leak).
         async with self._open_lock:
             if self._pool is not None:
                 return
+            if self.tenant is not None:
+                check_tenant(self.tenant)
+                if self._injected is not None:
+                    raise ConfigurationError(
+                        "a tenant-bound PostgresStore needs a pool of its own (from a URL),"
+                        " not an injected one: it sets up every connection for its tenant"
+                    )
+            self._sql.clear()
+            self._tenant_ready = False
             if self._injected is not None:
                 self._pool = self._injected
             else:
                 self._pool = await self._create_pool()
-            if self._create_schema:
-                try:
+            try:
+                if self._create_schema:
                     await self.migrate()
-                except BaseException:
-                    await self.close()
-                    raise
+                if self.tenant is not None:
+                    await self._setup_tenancy()
+            except BaseException:
+                await self.close()
+                raise
+
+    async def _setup_tenancy(self) -> None:
+        """Make sure the tenant role exists, may be taken on, may use the tables and is bound
+        by the tenant policy; then have every connection of the pool take it on."""
+        sql = _SQL_SETUP_TENANCY.format(
+            role=self._tenant_role,
+            tables=", ".join(f"'{t}'" for t in _TENANT_ROLE_TABLES),
+            rls_tables=", ".join(f"'{t}'" for t in _TENANT_TABLES),
+        )
+        denied = self._asyncpg.InsufficientPrivilegeError
+
+        async def body(conn: Any, attempt: _Attempt) -> None:
+            try:
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL statement_timeout = 0")
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock($1)",
+                        _MIGRATION_LOCK,
+                        timeout=_MIGRATION_TIMEOUT,
+                    )
+                    await conn.execute(sql, timeout=_MIGRATION_TIMEOUT)
+            except denied as exc:
+                hint = getattr(exc, "hint", None)
+                raise ConfigurationError(
+                    f"PostgreSQL ({self.url}): a store bound to tenant {self.tenant!r} needs"
+                    f" the role {self._tenant_role}: {exc}" + (f" ({hint})" if hint else "")
+                ) from exc
+
+        await self._run(body, "tenant setup", timeout=max(self._command_timeout, 30.0))
+        self._tenant_ready = True
+        # Connections opened before the role was ready are replaced on their next use.
+        await self._pool.expire_connections()
+
+    async def _init_connection(self, conn: Any) -> None:
+        """A new pooled connection of a tenant-bound store takes on the tenant role: row-level
+        security then confines it to the rows of ``agent_core.tenant`` (set at connect)."""
+        if self._tenant_ready:
+            await conn.execute(f'SET ROLE "{self._tenant_role}"')
 
     async def _create_pool(self) -> Any:
         settings = {
@@ -731,6 +902,9 @@ class PostgresStore(SessionStore):
         }
         if self._schema is not None:
             settings["search_path"] = f'"{self._schema}"'
+        if self.tenant is not None:
+            # A startup setting: RESET ALL keeps it, and it is in place before any statement.
+            settings["agent_core.tenant"] = self.tenant
         options: dict[str, Any] = {
             "min_size": self._min_size,
             "max_size": self._max_size,
@@ -740,6 +914,8 @@ class PostgresStore(SessionStore):
         }
         if "reset" in inspect.signature(self._asyncpg.create_pool).parameters:
             options["reset"] = _no_reset
+        if self.tenant is not None:
+            options["init"] = self._init_connection
         attempt = _Attempt()
         try:
             async with asyncio.timeout(self._connect_timeout + self._command_timeout):
@@ -766,6 +942,9 @@ class PostgresStore(SessionStore):
             while True:
                 attempt.write_sent = False
                 async with conn.transaction():
+                    if self._tenant_ready:
+                        # Migrations are the owner's work, not the tenant role's.
+                        await conn.execute("SET LOCAL ROLE NONE")
                     # A migration may outlast the per-statement timeout of ordinary operations.
                     await conn.execute("SET LOCAL statement_timeout = 0")
                     # Serializes concurrent migrators; the version is read under the lock, so
@@ -941,6 +1120,7 @@ class PostgresStore(SessionStore):
             session.state.value,
             _seal(self.sealer, session.context, session.session_id, "context"),
             _seal(self.sealer, session.metadata, session.session_id, "metadata"),
+            session.tenant if self.tenant is None else self.tenant,
         ]
         if session.checkpoints:
             sql = _SQL_CREATE_WITH_CHECKPOINTS
@@ -950,7 +1130,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> AgentSession:
             attempt.write_sent = True
-            row = await conn.fetchrow(sql, *args)
+            row = await conn.fetchrow(self._q(sql), *args)
             if row is None:
                 raise ConflictError(f"session {session.session_id} already exists")
             return self._head(row)
@@ -960,7 +1140,9 @@ class PostgresStore(SessionStore):
     async def get(self, session_id: str, *, window: int) -> AgentSession | None:
         async def body(conn: Any, attempt: _Attempt) -> AgentSession | None:
             # Bounded so that checkpoint_count - window cannot overflow a bigint.
-            row = await conn.fetchrow(_SQL_GET, session_id, min(max(window, 0), _BIGINT_MAX // 2))
+            row = await conn.fetchrow(
+                self._q(_SQL_GET), session_id, min(max(window, 0), _BIGINT_MAX // 2)
+            )
             if row is None:
                 return None
             session = self._head(row)
@@ -971,7 +1153,7 @@ class PostgresStore(SessionStore):
 
     async def get_version(self, session_id: str) -> int | None:
         async def body(conn: Any, attempt: _Attempt) -> int | None:
-            version = await conn.fetchval(_SQL_GET_VERSION, session_id)
+            version = await conn.fetchval(self._q(_SQL_GET_VERSION), session_id)
             return None if version is None else int(version)
 
         return await self._run(body, "get_version")
@@ -1001,11 +1183,11 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> AgentSession:
             attempt.write_sent = True
-            row = await conn.fetchrow(sql, *args)
+            row = await conn.fetchrow(self._q(sql), *args)
             attempt.write_sent = False
             if row is not None:
                 return self._head(row)
-            probe = await _live_probe(conn, session.session_id, fence)
+            probe = await _live_probe(conn, self._q(_SQL_PROBE), session.session_id, fence)
             if probe["version"] != session.version:
                 raise ConflictError(
                     f"session {session.session_id} is at version {probe['version']}, "
@@ -1038,7 +1220,7 @@ class PostgresStore(SessionStore):
                 attempt.write_sent = True
                 try:
                     row = await conn.fetchrow(
-                        _SQL_APPEND,
+                        self._q(_SQL_APPEND),
                         session_id,
                         name,
                         data,
@@ -1061,7 +1243,7 @@ class PostgresStore(SessionStore):
                         seq=head.checkpoint_count,
                     )
                     return AppendResult(stored, head, created=True)
-                probe = await conn.fetchrow(_SQL_APPEND_PROBE, session_id, key)
+                probe = await conn.fetchrow(self._q(_SQL_APPEND_PROBE), session_id, key)
                 if probe is None or probe["state"] == SessionState.DELETED.value:
                     raise SessionNotFound(session_id)
                 if fence is not None and not _fence_is_live(probe, fence):
@@ -1114,19 +1296,19 @@ class PostgresStore(SessionStore):
             # The bound did not fit: merge under the row lock, measure as codec does, and write
             # or refuse (PayloadTooLarge rolls the transaction back: nothing written).
             async with conn.transaction():
-                merged = await conn.fetchval(_SQL_PATCH_MERGED, session_id, patch, token)
+                merged = await conn.fetchval(self._q(_SQL_PATCH_MERGED), session_id, patch, token)
                 if merged is None:
                     return None
                 encode_patched(_loads(merged), max_bytes)
                 attempt.write_sent = True
-                row = await conn.fetchrow(_SQL_SET_CONTEXT, session_id, merged)
+                row = await conn.fetchrow(self._q(_SQL_SET_CONTEXT), session_id, merged)
             return self._head(row)
 
         async def body(conn: Any, attempt: _Attempt) -> AgentSession:
             for _ in range(_MAX_ATTEMPTS):
                 attempt.write_sent = True
                 row = await conn.fetchrow(
-                    _SQL_PATCH_CONTEXT_BOUNDED, session_id, patch, token, limit, _ESC_NUL
+                    self._q(_SQL_PATCH_CONTEXT_BOUNDED), session_id, patch, token, limit, _ESC_NUL
                 )
                 attempt.write_sent = False
                 if row["version"] is not None:
@@ -1135,7 +1317,7 @@ class PostgresStore(SessionStore):
                     head = await exactly(conn, attempt)
                     if head is not None:
                         return head
-                probe = await _live_probe(conn, session_id, fence)
+                probe = await _live_probe(conn, self._q(_SQL_PROBE), session_id, fence)
                 if probe["sealed"]:
                     raise _sealed_context(session_id)
                 # The row changed hands between the statements: try again.
@@ -1156,7 +1338,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> AgentSession:
             async with conn.transaction():
-                stored = await conn.fetchval(_SQL_LOCK_CONTEXT, session_id, token)
+                stored = await conn.fetchval(self._q(_SQL_LOCK_CONTEXT), session_id, token)
                 if stored is not None:
                     current = open_value(sealer, _loads(stored), f"{session_id}/context")
                     merged = merge_patch(current, orjson.loads(orjson.dumps(changes)))
@@ -1164,10 +1346,12 @@ class PostgresStore(SessionStore):
                         encode_patched(merged, max_bytes)
                     attempt.write_sent = True
                     row = await conn.fetchrow(
-                        _SQL_SET_CONTEXT, session_id, _seal(sealer, merged, session_id, "context")
+                        self._q(_SQL_SET_CONTEXT),
+                        session_id,
+                        _seal(sealer, merged, session_id, "context"),
                     )
                     return self._head(row)
-            await _live_probe(conn, session_id, fence)
+            await _live_probe(conn, self._q(_SQL_PROBE), session_id, fence)
             raise ConflictError(f"session {session_id} changed during patch_context")
 
         return await self._run(body, "patch_context")
@@ -1179,14 +1363,16 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> tuple[int, str | None]:
             async with conn.transaction():
-                rows = await conn.fetch(_SQL_RESEAL_SESSIONS_PICK, sealer.kid, after, limit)
+                rows = await conn.fetch(
+                    self._q(_SQL_RESEAL_SESSIONS_PICK), sealer.kid, after, limit
+                )
                 for row in rows:
                     sid = row["session_id"]
                     context = open_value(sealer, _loads(row["context"]), f"{sid}/context")
                     metadata = open_value(sealer, _loads(row["metadata"]), f"{sid}/metadata")
                     attempt.write_sent = True
                     await conn.execute(
-                        _SQL_RESEAL_SESSION,
+                        self._q(_SQL_RESEAL_SESSION),
                         sid,
                         _seal(sealer, context, sid, "context"),
                         _seal(sealer, metadata, sid, "metadata"),
@@ -1206,14 +1392,14 @@ class PostgresStore(SessionStore):
         async def body(conn: Any, attempt: _Attempt) -> tuple[int, tuple[str, int] | None]:
             async with conn.transaction():
                 rows = await conn.fetch(
-                    _SQL_RESEAL_CHECKPOINTS_PICK, sealer.kid, after[0], after[1], limit
+                    self._q(_SQL_RESEAL_CHECKPOINTS_PICK), sealer.kid, after[0], after[1], limit
                 )
                 for row in rows:
                     sid = row["session_id"]
                     data = open_value(sealer, _loads(row["data"]), f"{sid}/checkpoint")
                     attempt.write_sent = True
                     await conn.execute(
-                        _SQL_RESEAL_CHECKPOINT,
+                        self._q(_SQL_RESEAL_CHECKPOINT),
                         sid,
                         row["seq"],
                         _seal(sealer, data, sid, "checkpoint"),
@@ -1270,18 +1456,18 @@ class PostgresStore(SessionStore):
         async def write(conn: Any, attempt: _Attempt) -> Any:
             if reason is None:
                 attempt.write_sent = True
-                return await conn.fetchrow(sql, *args)
+                return await conn.fetchrow(self._q(sql), *args)
             sealer = self.sealer
             assert sealer is not None
             async with conn.transaction():
-                stored = await conn.fetchval(_SQL_LOCK_CONTEXT, session_id, args[4])
+                stored = await conn.fetchval(self._q(_SQL_LOCK_CONTEXT), session_id, args[4])
                 if stored is None:
                     return None
                 context = open_value(sealer, _loads(stored), f"{session_id}/context")
                 context["failure_reason"] = reason
                 sealed = _seal(sealer, context, session_id, "context")
                 attempt.write_sent = True
-                return await conn.fetchrow(sql, *args[:-1], sealed)
+                return await conn.fetchrow(self._q(sql), *args[:-1], sealed)
 
         async def body(conn: Any, attempt: _Attempt) -> AgentSession:
             for _ in range(_MAX_ATTEMPTS):
@@ -1289,7 +1475,7 @@ class PostgresStore(SessionStore):
                 attempt.write_sent = False
                 if row is not None:
                     return self._head(row)
-                probe = await _live_probe(conn, session_id, fence)
+                probe = await _live_probe(conn, self._q(_SQL_PROBE), session_id, fence)
                 if what == "patch_context" and probe["sealed"]:
                     raise _sealed_context(session_id)
                 if target is not None:
@@ -1303,7 +1489,7 @@ class PostgresStore(SessionStore):
     async def delete(self, session_id: str) -> SessionRef | None:
         async def body(conn: Any, attempt: _Attempt) -> SessionRef | None:
             attempt.write_sent = True
-            row = await conn.fetchrow(_SQL_DELETE, session_id)
+            row = await conn.fetchrow(self._q(_SQL_DELETE), session_id)
             return None if row is None else _ref(row)
 
         return await self._run(body, "delete")
@@ -1325,7 +1511,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
             attempt.write_sent = True
-            rows = await conn.fetch(sql, *args)
+            rows = await conn.fetch(self._q(sql), *args)
             return sorted(_ref(row) for row in rows)
 
         return await self._run(body, "purge")
@@ -1334,7 +1520,7 @@ class PostgresStore(SessionStore):
         ids = sorted(set(session_ids))
 
         async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
-            return [_ref(row) for row in await conn.fetch(_SQL_DESCRIBE, ids)]
+            return [_ref(row) for row in await conn.fetch(self._q(_SQL_DESCRIBE), ids)]
 
         if not ids:
             if self._pool is None:
@@ -1349,7 +1535,10 @@ class PostgresStore(SessionStore):
     ) -> list[SessionCheckpoint]:
         async def body(conn: Any, attempt: _Attempt) -> list[SessionCheckpoint]:
             row = await conn.fetchrow(
-                _SQL_LIST_CHECKPOINTS, session_id, _clamp(max(after_seq, 0)), _clamp(max(limit, 0))
+                self._q(_SQL_LIST_CHECKPOINTS),
+                session_id,
+                _clamp(max(after_seq, 0)),
+                _clamp(max(limit, 0)),
             )
             if row is None:
                 raise SessionNotFound(session_id)
@@ -1379,7 +1568,7 @@ class PostgresStore(SessionStore):
                 where.append(f"session_id > ${args}")
                 args += 1
             sql = (
-                f"SELECT {_HEAD} FROM sessions WHERE {' AND '.join(where)} "
+                f"SELECT {_HEAD} FROM sessions WHERE {' AND '.join(where)} {_TENANT} "
                 f"ORDER BY session_id LIMIT ${args}"
             )
             self._list_sql[key] = sql
@@ -1407,7 +1596,7 @@ class PostgresStore(SessionStore):
         args.append(_clamp(limit))
 
         async def body(conn: Any, attempt: _Attempt) -> list[AgentSession]:
-            rows = await conn.fetch(sql, *args)
+            rows = await conn.fetch(self._q(sql), *args)
             return [self._head(row) for row in rows]
 
         return await self._run(body, "list_sessions")
@@ -1423,7 +1612,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
             attempt.write_sent = True
-            rows = await conn.fetch(_SQL_SWEEP, max_age_us, _clamp(limit))
+            rows = await conn.fetch(self._q(_SQL_SWEEP), max_age_us, _clamp(limit))
             return [_ref(row) for row in rows]
 
         return await self._run(body, "sweep_stale")
@@ -1432,11 +1621,13 @@ class PostgresStore(SessionStore):
         async def body(conn: Any, attempt: _Attempt) -> Lease:
             for _ in range(_MAX_ATTEMPTS):
                 attempt.write_sent = True
-                row = await conn.fetchrow(_SQL_CLAIM, session_id, _esc(owner), _micros(ttl))
+                row = await conn.fetchrow(
+                    self._q(_SQL_CLAIM), session_id, _esc(owner), _micros(ttl)
+                )
                 attempt.write_sent = False
                 if row is not None:
                     return Lease(session_id, owner, int(row[0]), row[1])
-                probe = await conn.fetchrow(_SQL_CURRENT_LEASE, session_id)
+                probe = await conn.fetchrow(self._q(_SQL_CURRENT_LEASE), session_id)
                 if probe is None or probe["state"] == SessionState.DELETED.value:
                     raise SessionNotFound(session_id)
                 holder = _opt_unesc(probe["lease_owner"])
@@ -1450,7 +1641,9 @@ class PostgresStore(SessionStore):
     async def renew(self, lease: Lease, ttl: timedelta) -> Lease:
         async def body(conn: Any, attempt: _Attempt) -> Lease:
             attempt.write_sent = True
-            row = await conn.fetchrow(_SQL_RENEW, lease.session_id, lease.token, _micros(ttl))
+            row = await conn.fetchrow(
+                self._q(_SQL_RENEW), lease.session_id, lease.token, _micros(ttl)
+            )
             attempt.write_sent = False
             if row is not None:
                 return Lease(lease.session_id, lease.owner, lease.token, row[1])
@@ -1461,16 +1654,15 @@ class PostgresStore(SessionStore):
     async def release(self, lease: Lease) -> None:
         async def body(conn: Any, attempt: _Attempt) -> None:
             attempt.write_sent = True
-            token = await conn.fetchval(_SQL_RELEASE, lease.session_id, lease.token)
+            token = await conn.fetchval(self._q(_SQL_RELEASE), lease.session_id, lease.token)
             attempt.write_sent = False
             if token is None:
                 await self._raise_not_live(conn, lease)
 
         await self._run(body, "release")
 
-    @staticmethod
-    async def _raise_not_live(conn: Any, lease: Lease) -> NoReturn:
-        probe = await conn.fetchrow(_SQL_CURRENT_LEASE, lease.session_id)
+    async def _raise_not_live(self, conn: Any, lease: Lease) -> NoReturn:
+        probe = await conn.fetchrow(self._q(_SQL_CURRENT_LEASE), lease.session_id)
         if probe is None or probe["state"] == SessionState.DELETED.value:
             raise SessionNotFound(lease.session_id)
         raise _lease_lost(lease)
@@ -1483,7 +1675,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> list[Lease]:
             attempt.write_sent = True
-            rows = await conn.fetch(_SQL_EXPIRE_LEASES, _clamp(limit))
+            rows = await conn.fetch(self._q(_SQL_EXPIRE_LEASES), _clamp(limit))
             return [
                 Lease(
                     r["session_id"],
@@ -1498,7 +1690,7 @@ class PostgresStore(SessionStore):
 
     async def current_lease(self, session_id: str) -> Lease | None:
         async def body(conn: Any, attempt: _Attempt) -> Lease | None:
-            row = await conn.fetchrow(_SQL_CURRENT_LEASE, session_id)
+            row = await conn.fetchrow(self._q(_SQL_CURRENT_LEASE), session_id)
             if row is None or row["state"] == SessionState.DELETED.value:
                 raise SessionNotFound(session_id)
             owner = _opt_unesc(row["lease_owner"])
@@ -1512,7 +1704,7 @@ class PostgresStore(SessionStore):
 
     async def caches_in_use(self) -> bool:
         async def body(conn: Any, attempt: _Attempt) -> bool:
-            return bool(await conn.fetchval(_SQL_CACHES_IN_USE))
+            return bool(await conn.fetchval(self._q(_SQL_CACHES_IN_USE)))
 
         return await self._run(body, "caches_in_use")
 
@@ -1521,10 +1713,10 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> TierEpoch:
             # The row almost always exists: a plain read, and a write only the first time.
-            row = await conn.fetchrow(_SQL_TIER_EPOCH, name)
+            row = await conn.fetchrow(self._q(_SQL_TIER_EPOCH), name)
             if row is None:
                 attempt.write_sent = True
-                row = await conn.fetchrow(_SQL_CREATE_TIER_EPOCH, name)
+                row = await conn.fetchrow(self._q(_SQL_CREATE_TIER_EPOCH), name)
             return TierEpoch(int(row["epoch"]), _unesc(row["cache_id"]))
 
         return await self._run(body, "tier_epoch")
@@ -1540,7 +1732,7 @@ class PostgresStore(SessionStore):
 
         async def body(conn: Any, attempt: _Attempt) -> None:
             attempt.write_sent = True
-            await conn.execute(sql, *args)
+            await conn.execute(self._q(sql), *args)
 
         await self._run(body, "bump_tier_epoch")
 
@@ -1567,20 +1759,20 @@ class PostgresStore(SessionStore):
             WITH doomed AS (
                 SELECT session_id FROM sessions
                  WHERE state IN ({marks}) AND session_id > $3
-                   AND updated_at < now() - {max_age_sql}
+                   AND updated_at < now() - {max_age_sql} {_TENANT}
                  ORDER BY session_id
                  LIMIT $2
                    FOR UPDATE SKIP LOCKED
             )
             DELETE FROM sessions s USING doomed
              WHERE s.session_id = doomed.session_id
-            RETURNING s.session_id, s.version, s.agent_type, s.user_id, s.state
+            RETURNING s.session_id, s.version, s.agent_type, s.user_id, s.state, s.tenant
         """
         max_age_us = _micros(bound_age(max_age))
 
         async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
             attempt.write_sent = True
-            rows = await conn.fetch(sql, max_age_us, _clamp(limit), after or "")
+            rows = await conn.fetch(self._q(sql), max_age_us, _clamp(limit), after or "")
             return sorted(_ref(row) for row in rows)
 
         return await self._run(body, "purge_aged")
@@ -1593,12 +1785,12 @@ class PostgresStore(SessionStore):
         if limit <= 0:
             return []
         sql = (
-            f"SELECT {_HEAD} FROM sessions WHERE user_id = $1 AND session_id > $2"
+            f"SELECT {_HEAD} FROM sessions WHERE user_id = $1 AND session_id > $2 {_TENANT}"
             " ORDER BY session_id LIMIT $3"
         )
 
         async def body(conn: Any, attempt: _Attempt) -> list[AgentSession]:
-            rows = await conn.fetch(sql, _esc(user_id), after or "", _clamp(limit))
+            rows = await conn.fetch(self._q(sql), _esc(user_id), after or "", _clamp(limit))
             return [self._head(row) for row in rows]
 
         return await self._run(body, "list_user_sessions")
@@ -1608,12 +1800,12 @@ class PostgresStore(SessionStore):
     ) -> list[SessionCheckpoint]:
         sql = (
             "SELECT seq, name, data, ts FROM checkpoints WHERE session_id = $1 AND seq > $2"
-            " ORDER BY seq LIMIT $3"
+            f" {_TENANT} ORDER BY seq LIMIT $3"
         )
 
         async def body(conn: Any, attempt: _Attempt) -> list[SessionCheckpoint]:
             rows = await conn.fetch(
-                sql, session_id, _clamp(max(after_seq, 0)), _clamp(max(limit, 0))
+                self._q(sql), session_id, _clamp(max(after_seq, 0)), _clamp(max(limit, 0))
             )
             return self._checkpoints(session_id, [tuple(row) for row in rows])
 
@@ -1622,12 +1814,13 @@ class PostgresStore(SessionStore):
     async def retention_policies(self, namespace: str | None = None) -> list[RetentionPolicy]:
         sql = (
             "SELECT namespace, deleted_days, terminal_days, updated_at, updated_by"
-            " FROM retention_policies WHERE $1::text IS NULL OR namespace = $1"
+            " FROM retention_policies WHERE tenant = $2 AND ($1::text IS NULL OR namespace = $1)"
             " ORDER BY namespace"
         )
 
         async def body(conn: Any, attempt: _Attempt) -> list[RetentionPolicy]:
-            rows = await conn.fetch(sql, _opt_esc(namespace))
+            # Each tenant has its own policies; an untenanted store the tenant '' ones.
+            rows = await conn.fetch(self._q(sql), _opt_esc(namespace), self.tenant or "")
             return [
                 RetentionPolicy(
                     _unesc(row["namespace"]),
@@ -1651,9 +1844,9 @@ class PostgresStore(SessionStore):
     ) -> RetentionPolicy:
         sql = """
             INSERT INTO retention_policies AS p
-                   (namespace, deleted_days, terminal_days, updated_at, updated_by)
-            VALUES ($1, $2, $3, now(), $4)
-            ON CONFLICT (namespace) DO UPDATE
+                   (namespace, deleted_days, terminal_days, updated_at, updated_by, tenant)
+            VALUES ($1, $2, $3, now(), $4, $5)
+            ON CONFLICT (tenant, namespace) DO UPDATE
                SET deleted_days = $2, terminal_days = $3, updated_at = now(), updated_by = $4
             RETURNING updated_at
         """
@@ -1661,7 +1854,12 @@ class PostgresStore(SessionStore):
         async def body(conn: Any, attempt: _Attempt) -> RetentionPolicy:
             attempt.write_sent = True
             stamp = await conn.fetchval(
-                sql, _esc(namespace), deleted_days, terminal_days, _esc(actor)
+                self._q(sql),
+                _esc(namespace),
+                deleted_days,
+                terminal_days,
+                _esc(actor),
+                self.tenant or "",
             )
             return RetentionPolicy(namespace, deleted_days, terminal_days, stamp, actor)
 
@@ -1678,8 +1876,9 @@ class PostgresStore(SessionStore):
         details: dict[str, Any],
     ) -> AuditRecord:
         sql = """
-            INSERT INTO audit_log (actor, action, namespace, user_id, session_count, details)
-            VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+            INSERT INTO audit_log
+                   (actor, action, namespace, user_id, session_count, details, tenant)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
             RETURNING id, at
         """
         text = _dumps(details)
@@ -1687,13 +1886,14 @@ class PostgresStore(SessionStore):
         async def body(conn: Any, attempt: _Attempt) -> AuditRecord:
             attempt.write_sent = True
             row = await conn.fetchrow(
-                sql,
+                self._q(sql),
                 _esc(actor),
                 _esc(action),
                 _esc(namespace),
                 _opt_esc(user_id),
                 session_count,
                 text,
+                self.tenant or "",
             )
             return AuditRecord(
                 int(row["id"]),
@@ -1704,6 +1904,7 @@ class PostgresStore(SessionStore):
                 user_id,
                 session_count,
                 _loads(text),
+                self.tenant or "",
             )
 
         return await self._run(body, "append_audit")
@@ -1717,17 +1918,17 @@ class PostgresStore(SessionStore):
         limit: int = 100,
     ) -> list[AuditRecord]:
         sql = """
-            SELECT id, at, actor, action, namespace, user_id, session_count, details
+            SELECT id, at, actor, action, namespace, user_id, session_count, details, tenant
               FROM audit_log
              WHERE id > $1 AND ($2::text IS NULL OR user_id = $2)
-               AND ($3::text IS NULL OR action = $3)
+               AND ($3::text IS NULL OR action = $3) /*T*/
              ORDER BY id
              LIMIT $4
         """
 
         async def body(conn: Any, attempt: _Attempt) -> list[AuditRecord]:
             rows = await conn.fetch(
-                sql,
+                self._q(sql),
                 _clamp(max(after_id, 0)),
                 _opt_esc(user_id),
                 _opt_esc(action),
@@ -1743,6 +1944,7 @@ class PostgresStore(SessionStore):
                     _opt_unesc(row["user_id"]),
                     int(row["session_count"]),
                     _loads(row["details"]),
+                    row["tenant"],
                 )
                 for row in rows
             ]
