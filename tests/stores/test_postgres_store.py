@@ -180,6 +180,7 @@ _EXPECTED_COLUMNS = {
         "lease_token": "bigint",
         "lease_expires_at": "timestamp with time zone",
         "lease_ttl_us": "bigint",
+        "tenant": "text",
     },
     "checkpoints": {
         "session_id": "text",
@@ -188,6 +189,7 @@ _EXPECTED_COLUMNS = {
         "data": "jsonb",
         "ts": "timestamp with time zone",
         "idempotency_key": "text",
+        "tenant": "text",
     },
     "tier_epochs": {
         "namespace": "text",
@@ -200,6 +202,7 @@ _EXPECTED_COLUMNS = {
         "terminal_days": "integer",
         "updated_at": "timestamp with time zone",
         "updated_by": "text",
+        "tenant": "text",
     },
     "audit_log": {
         "id": "bigint",
@@ -210,6 +213,16 @@ _EXPECTED_COLUMNS = {
         "user_id": "text",
         "session_count": "bigint",
         "details": "jsonb",
+        "tenant": "text",
+    },
+    "records": {
+        "tenant": "text",
+        "scope": "text",
+        "key": "text",
+        "value": "bytea",
+        "session_id": "text",
+        "user_id": "text",
+        "updated_at": "timestamp with time zone",
     },
 }
 
@@ -227,9 +240,26 @@ _EXPECTED_INDEXES = {
     "sessions_stale": "(last_heartbeat) WHERE (state = 'active'::text)",
     "sessions_leases": "(lease_expires_at) WHERE (lease_owner IS NOT NULL)",
     "tier_epochs_pkey": "(namespace)",
-    "retention_policies_pkey": "(namespace)",
+    "retention_policies_pkey": "(tenant, namespace)",
     "audit_log_pkey": "(id)",
     "audit_log_by_user": "(user_id, id)",
+    "records_pkey": "(tenant, scope, key)",
+    # Schema 5: a tenant's listings.
+    "sessions_tenant_active_by_user": (
+        "(tenant, user_id, session_id) WHERE ((state = 'active'::text) AND (tenant <> ''::text))"
+    ),
+    "sessions_tenant_active_by_agent_type": (
+        "(tenant, agent_type, session_id) WHERE ((state = 'active'::text) AND (tenant <> ''::text))"
+    ),
+    "sessions_tenant_by_state": "(tenant, state, session_id) WHERE (tenant <> ''::text)",
+    "sessions_tenant_by_user": "(tenant, user_id, session_id) WHERE (tenant <> ''::text)",
+    "sessions_tenant_stale": (
+        "(tenant, last_heartbeat) WHERE ((state = 'active'::text) AND (tenant <> ''::text))"
+    ),
+    "sessions_tenant_leases": (
+        "(tenant, lease_expires_at) WHERE ((lease_owner IS NOT NULL) AND (tenant <> ''::text))"
+    ),
+    "audit_log_by_tenant": "(tenant, id) WHERE (tenant <> ''::text)",
 }
 
 

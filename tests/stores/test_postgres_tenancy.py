@@ -285,3 +285,46 @@ async def test_a_user_with_createrole_sets_the_role_up_itself(postgres_server: A
     # Opening again changes nothing and still works.
     async with PostgresStore(dsn, schema=schema, tenant_role=role).bound_to("acme") as again:
         assert (await again.get(mine.session_id, window=1)) is not None
+
+
+async def test_a_tenants_listings_use_the_tenant_indexes(stores: Stores) -> None:
+    from agent_core.sessions.session_models import SessionState
+
+    conn = await asyncpg.connect(stores.dsn)
+    try:
+        await conn.execute(f'SET search_path = "{stores.schema}"')
+        await conn.execute(
+            """
+            INSERT INTO sessions (session_id, agent_type, user_id, state, created_at,
+                                  updated_at, last_heartbeat, tenant)
+            SELECT gen_random_uuid()::text, 'agent-' || (i % 7), 'user-' || (i % 50),
+                   (ARRAY['active', 'paused', 'completed', 'failed'])[1 + i % 4],
+                   now(), now(), now(),
+                   CASE WHEN i % 3 = 0 THEN '' ELSE 'tenant' || (i % 20) END
+            FROM generate_series(1, 6000) AS i
+            """
+        )
+        await conn.execute("ANALYZE")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        store = stores.acme
+
+        async def plan(sql: str, *args: Any) -> str:
+            rows = await conn.fetch("EXPLAIN " + store._q(sql), *args)
+            return "\n".join(r[0] for r in rows)
+
+        cases = [
+            (store._list_query(SessionState.ACTIVE, False, True, False), ("user-3", 100)),
+            (store._list_query(SessionState.ACTIVE, True, False, False), ("agent-3", 100)),
+            (store._list_query(SessionState.PAUSED, False, False, True), ("", 100)),
+            (store._list_query(None, False, True, False), ("user-9", 100)),
+        ]
+        for sql, args in cases:
+            found = await plan(sql, *args)
+            assert "Seq Scan" not in found and "sessions_tenant_" in found, found
+        # The untenanted store's statements never pick a tenant index.
+        for sql, args in cases:
+            rows = await conn.fetch("EXPLAIN " + stores.admin._q(sql), *args)
+            found = "\n".join(r[0] for r in rows)
+            assert "sessions_tenant_" not in found, found
+    finally:
+        await conn.close()

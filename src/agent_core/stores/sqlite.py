@@ -478,7 +478,13 @@ class SQLiteStore(SessionStore):
             return
         # The name is checked (no quote can occur), so it can be a literal: the planner then
         # matches the tenant's partial indexes, as it does the state literals.
-        self._mine = "" if self.tenant is None else f" AND tenant = '{check_tenant(self.tenant)}'"
+        # "tenant <> ''" too: the tenant indexes are partial on it, and SQLite only uses a
+        # partial index whose terms the statement spells out.
+        self._mine = (
+            ""
+            if self.tenant is None
+            else f" AND tenant = '{check_tenant(self.tenant)}' AND tenant <> ''"
+        )
         worker = _Worker()
         opened: list[sqlite3.Connection] = []
 
@@ -1463,9 +1469,10 @@ class SQLiteStore(SessionStore):
 
     async def retention_policies(self, namespace: str | None = None) -> list[RetentionPolicy]:
         # Each tenant has its own policies; an untenanted store the tenant '' ones.
-        where, params = " WHERE tenant = ?", (self.tenant or "",)
+        where, params = " WHERE tenant = ?", [self.tenant or ""]
         if namespace is not None:
-            where, params = where + " AND namespace = ?", (*params, namespace)
+            where += " AND namespace = ?"
+            params.append(namespace)
 
         def body(conn: sqlite3.Connection) -> list[RetentionPolicy]:
             return [

@@ -28,20 +28,23 @@ ALTER TABLE retention_policies
     DROP CONSTRAINT retention_policies_pkey,
     ADD CONSTRAINT retention_policies_pkey PRIMARY KEY (tenant, namespace);
 
--- A tenant's listings: the shapes of schema 1's indexes with the tenant first.
+-- A tenant's listings: the shapes of schema 1's indexes with the tenant first. Partial
+-- (tenant <> ''): untenanted rows cost no entry in them, and the planner never picks them for
+-- an untenanted statement (tenant = '<name>' implies the predicate, even in a generic plan,
+-- because a tenant-bound store writes its name as a literal).
 CREATE INDEX sessions_tenant_active_by_user
-    ON sessions (tenant, user_id, session_id) WHERE state = 'active';
+    ON sessions (tenant, user_id, session_id) WHERE state = 'active' AND tenant <> '';
 CREATE INDEX sessions_tenant_active_by_agent_type
-    ON sessions (tenant, agent_type, session_id) WHERE state = 'active';
+    ON sessions (tenant, agent_type, session_id) WHERE state = 'active' AND tenant <> '';
 CREATE INDEX sessions_tenant_by_state
-    ON sessions (tenant, state, session_id);
+    ON sessions (tenant, state, session_id) WHERE tenant <> '';
 CREATE INDEX sessions_tenant_by_user
-    ON sessions (tenant, user_id, session_id);
+    ON sessions (tenant, user_id, session_id) WHERE tenant <> '';
 CREATE INDEX sessions_tenant_stale
-    ON sessions (tenant, last_heartbeat) WHERE state = 'active';
+    ON sessions (tenant, last_heartbeat) WHERE state = 'active' AND tenant <> '';
 CREATE INDEX sessions_tenant_leases
-    ON sessions (tenant, lease_expires_at) WHERE lease_owner IS NOT NULL;
-CREATE INDEX audit_log_by_tenant ON audit_log (tenant, id);
+    ON sessions (tenant, lease_expires_at) WHERE lease_owner IS NOT NULL AND tenant <> '';
+CREATE INDEX audit_log_by_tenant ON audit_log (tenant, id) WHERE tenant <> '';
 
 ALTER TABLE sessions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE checkpoints ENABLE ROW LEVEL SECURITY;

@@ -11,18 +11,24 @@ ALTER TABLE sessions ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 ALTER TABLE checkpoints ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit_log ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 
--- A tenant's listings: the same shapes as schema 1's indexes, with the tenant first.
+-- A tenant's listings: the same shapes as schema 1's indexes, with the tenant first. Partial
+-- (tenant <> ''): untenanted rows cost no entry in them, and the planner never picks them for
+-- an untenanted statement. A tenant-bound store's filter therefore spells out both terms,
+-- "tenant = '<name>' AND tenant <> ''", since SQLite matches a partial index's terms
+-- literally.
 CREATE INDEX sessions_tenant_active_by_user
-    ON sessions (tenant, user_id, session_id) WHERE state = 'active';
+    ON sessions (tenant, user_id, session_id) WHERE state = 'active' AND tenant <> '';
 CREATE INDEX sessions_tenant_active_by_agent_type
-    ON sessions (tenant, agent_type, session_id) WHERE state = 'active';
-CREATE INDEX sessions_tenant_by_user ON sessions (tenant, user_id, session_id);
-CREATE INDEX sessions_tenant_by_state ON sessions (tenant, state, session_id);
+    ON sessions (tenant, agent_type, session_id) WHERE state = 'active' AND tenant <> '';
+CREATE INDEX sessions_tenant_by_user
+    ON sessions (tenant, user_id, session_id) WHERE tenant <> '';
+CREATE INDEX sessions_tenant_by_state
+    ON sessions (tenant, state, session_id) WHERE tenant <> '';
 CREATE INDEX sessions_tenant_stale_sweep
-    ON sessions (tenant, last_heartbeat) WHERE state = 'active';
+    ON sessions (tenant, last_heartbeat) WHERE state = 'active' AND tenant <> '';
 CREATE INDEX sessions_tenant_lease_expiry
-    ON sessions (tenant, lease_expires_at) WHERE lease_owner IS NOT NULL;
-CREATE INDEX audit_log_by_tenant ON audit_log (tenant, id);
+    ON sessions (tenant, lease_expires_at) WHERE lease_owner IS NOT NULL AND tenant <> '';
+CREATE INDEX audit_log_by_tenant ON audit_log (tenant, id) WHERE tenant <> '';
 
 -- Retention policies keyed by (tenant, namespace): SQLite cannot change a primary key in
 -- place, so the table is rebuilt.
