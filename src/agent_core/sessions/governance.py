@@ -7,12 +7,15 @@ The sessions hold personal data. This module is what ``SessionManager`` delegate
   sessions ``terminal_days`` after their last change, by the store's clock. The reaper
   (``manager.reap()``, ``agent-core reaper``) applies it in batches; every batch is handed to
   the coherence layer exactly as ``purge`` does, so when a run returns no process can read
-  what it purged, from any tier.
+  what it purged, from any tier. Policies are per tenant too: a tenant-bound manager reads,
+  sets and applies its tenant's policy to its tenant's sessions; an untenanted one the
+  tenant ``""`` policy, to every session of the namespace.
 * **export** (right of access): ``manager.export(user_id)`` yields JSON Lines, paged from the
   store, so memory stays constant whatever the size of the export.
 * **audit**: every purge (by hand or by retention), export and policy change leaves one record
   (table ``audit_log``): who (``actor``), when (the store's clock), what, for which user, how
-  many sessions. Never the content.
+  many sessions, for which tenant. Never the content. A tenant-bound manager lists only its
+  tenant's records.
 
 The export format, one JSON object per line (UTF-8, ``\\n``-terminated):
 
