@@ -22,6 +22,7 @@ from agent_core.errors import ConfigurationError, ValidationError
 from agent_core.resource import AsyncResource
 from agent_core.sessions import governance, limits
 from agent_core.sessions.governance import GovernanceAPI, ReapResult
+from agent_core.sessions.records import RecordsAPI
 from agent_core.sessions.session_models import (
     AgentSession,
     Lease,
@@ -40,7 +41,7 @@ __all__ = ["SessionManager"]
 logger = logging.getLogger(__name__)
 
 
-class SessionManager(GovernanceAPI, AsyncResource):
+class SessionManager(GovernanceAPI, RecordsAPI, AsyncResource):
     """Manages agent sessions on a durable store, a shared tier and an in-process tier.
 
     ``SessionManager()`` keeps everything in this process, as the reference design did without
@@ -178,14 +179,22 @@ class SessionManager(GovernanceAPI, AsyncResource):
         user_id: str = "",
         context: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
     ) -> AgentSession:
-        """Create and store a new active session with a ``session_created`` checkpoint."""
+        """Create and store a new active session with a ``session_created`` checkpoint.
+
+        ``session_id``: an explicit id (a canonical UUID string) instead of a new random one;
+        ``ConflictError`` if a session has ever had it (a deleted one too, until purged).
+        """
         session = AgentSession(
             agent_type=agent_type,
             user_id=user_id,
             context={} if context is None else context,
             metadata={} if metadata is None else metadata,
         )
+        if session_id is not None:
+            session.session_id = session_id
         session.checkpoint("session_created", {"agent_type": agent_type, "user_id": user_id})
         limits.check_session(session, self.max_payload_bytes)
         await self.open()

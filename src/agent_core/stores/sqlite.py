@@ -49,6 +49,7 @@ from agent_core.stores.base import (
     RetentionPolicy,
     SessionRef,
     SessionStore,
+    StoredRecord,
     TierEpoch,
     bound_age,
 )
@@ -1520,3 +1521,55 @@ class SQLiteStore(SessionStore):
             ]
 
         return await self._read(body)
+
+    # --- records (temporary: the implementation lands in the next commit) ----------------
+
+    async def put_records(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        keep_existing: bool = False,
+    ) -> int:
+        raise NotImplementedError("records: coming to this store in the next commit")
+
+    async def get_records(self, scope: str, keys: Sequence[str]) -> dict[str, bytes]:
+        raise NotImplementedError("records: coming to this store in the next commit")
+
+    async def list_records(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+        descending: bool = False,
+    ) -> list[tuple[str, bytes]]:
+        raise NotImplementedError("records: coming to this store in the next commit")
+
+    async def delete_records(
+        self,
+        scope: str,
+        *,
+        keys: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> int:
+        raise NotImplementedError("records: coming to this store in the next commit")
+
+    async def list_scopes(
+        self, prefix: str, *, limit: int = 1000, after: str | None = None
+    ) -> list[str]:
+        raise NotImplementedError("records: coming to this store in the next commit")
+
+    async def list_session_records(
+        self, session_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        return []
+
+    async def list_user_records(
+        self, user_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        return []
