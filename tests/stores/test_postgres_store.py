@@ -211,6 +211,16 @@ _EXPECTED_COLUMNS = {
         "session_count": "bigint",
         "details": "jsonb",
     },
+    "records": {
+        "tenant": "text",
+        "scope": "text",
+        "key": "text",
+        "value": "bytea",
+        "sealed": "boolean",
+        "session_id": "text",
+        "user_id": "text",
+        "updated_at": "timestamp with time zone",
+    },
 }
 
 _EXPECTED_INDEXES = {
@@ -230,6 +240,9 @@ _EXPECTED_INDEXES = {
     "retention_policies_pkey": "(namespace)",
     "audit_log_pkey": "(id)",
     "audit_log_by_user": "(user_id, id)",
+    "records_pkey": "(tenant, scope, key)",
+    "records_by_session": "(session_id) WHERE (session_id IS NOT NULL)",
+    "records_by_user": "(user_id) WHERE (user_id IS NOT NULL)",
 }
 
 
