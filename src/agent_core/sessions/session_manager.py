@@ -518,13 +518,13 @@ class SessionManager(GovernanceAPI, RecordsAPI, AsyncResource):
     # --- encryption at rest ------------------------------------------------------------------
 
     async def rotate_keys(self, *, batch_size: int | None = None) -> int:
-        """Re-encrypt with the first of ``encryption_keys`` every stored context, metadata and
-        checkpoint value sealed with another key (or not sealed at all), while the application
-        runs: each batch of ``batch_size`` rows (default ``cleanup_batch_size``) is one short
-        transaction under the rows' locks, and the version does not move, so no concurrent
-        compare-and-set is refused or lost. Then the tier epoch is bumped, so no process trusts
-        a cache entry sealed before. Returns how many rows were re-sealed; once it returns, the
-        older keys may be dropped."""
+        """Re-encrypt with the first of ``encryption_keys`` every stored context, metadata,
+        checkpoint and record value sealed with another key (or not sealed at all), while the
+        application runs: each batch of ``batch_size`` rows (default ``cleanup_batch_size``) is
+        one short transaction under the rows' locks, and the version does not move, so no
+        concurrent compare-and-set is refused or lost. Then the tier epoch is bumped, so no
+        process trusts a cache entry sealed before. Returns how many rows were re-sealed; once
+        it returns, the older keys may be dropped."""
         if self.sealer is None:
             raise ConfigurationError("rotate_keys needs encryption_keys")
         size = self.cleanup_batch_size if batch_size is None else batch_size
@@ -538,6 +538,10 @@ class SessionManager(GovernanceAPI, RecordsAPI, AsyncResource):
         cursor: tuple[str, int] | None = ("", 0)
         while cursor is not None:
             count, cursor = await self.store.reseal_checkpoints(cursor, size)
+            total += count
+        records: tuple[str, str, str] | None = ("", "", "")
+        while records is not None:
+            count, records = await self.store.reseal_records(records, size)
             total += count
         if not self.store.in_process:
             await self.store.bump_tier_epoch(None)

@@ -496,6 +496,13 @@ class SessionStore(AsyncResource, ABC):
         """``reseal_sessions`` for checkpoint data, paged by ``(session_id, seq)``."""
         return 0, None
 
+    async def reseal_records(
+        self, after: tuple[str, str, str], limit: int
+    ) -> tuple[int, tuple[str, str, str] | None]:
+        """``reseal_sessions`` for record values (of every tenant), paged by
+        ``(tenant, scope, key)``."""
+        return 0, None
+
     @abstractmethod
     async def bump_tier_epoch(
         self, namespace: str | None = None, *, cache_id: str | None = None

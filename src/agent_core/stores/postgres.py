@@ -306,6 +306,17 @@ SELECT session_id, seq, data FROM checkpoints
  LIMIT $4
    FOR UPDATE
 """
+_SQL_RESEAL_RECORDS_PICK = """
+SELECT tenant, scope, key, value, sealed FROM records
+ WHERE (tenant, scope, key) > ($1, $2, $3)
+   AND NOT (sealed AND substring(value from 1 for $4) = $5)
+ ORDER BY tenant, scope, key
+ LIMIT $6
+   FOR UPDATE
+"""
+_SQL_RESEAL_RECORD = (
+    "UPDATE records SET value = $4, sealed = true WHERE tenant = $1 AND scope = $2 AND key = $3"
+)
 _SQL_RESEAL_CHECKPOINT = (
     "UPDATE checkpoints SET data = $3::jsonb WHERE session_id = $1 AND seq = $2"
 )
@@ -1277,6 +1288,38 @@ class PostgresStore(SessionStore):
             if len(rows) < limit:
                 return len(rows), None
             return len(rows), (rows[-1]["session_id"], rows[-1]["seq"])
+
+        return await self._run(body, "rotate_keys")
+
+    async def reseal_records(
+        self, after: tuple[str, str, str], limit: int
+    ) -> tuple[int, tuple[str, str, str] | None]:
+        sealer = self.sealer
+        if sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+        # Sealer.seal_bytes output starts with "$<kid>.": the rows that do not are picked.
+        mark = b"$" + sealer.kid.encode() + b"."
+
+        async def body(conn: Any, attempt: _Attempt) -> tuple[int, tuple[str, str, str] | None]:
+            async with conn.transaction():
+                rows = await conn.fetch(
+                    _SQL_RESEAL_RECORDS_PICK, *after, len(mark), mark, _clamp(limit)
+                )
+                for row in rows:
+                    tenant, scope, key = row["tenant"], row["scope"], row["key"]
+                    plain = open_record(sealer, row["value"], row["sealed"], tenant, scope, key)
+                    attempt.write_sent = True
+                    await conn.execute(
+                        _SQL_RESEAL_RECORD,
+                        tenant,
+                        scope,
+                        key,
+                        seal_record(sealer, plain, tenant, scope, key),
+                    )
+            if len(rows) < limit:
+                return len(rows), None
+            last = rows[-1]
+            return len(rows), (last["tenant"], last["scope"], last["key"])
 
         return await self._run(body, "rotate_keys")
 

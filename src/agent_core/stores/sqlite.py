@@ -762,6 +762,36 @@ class SQLiteStore(SessionStore):
 
         return await self._write(body)
 
+    async def reseal_records(
+        self, after: tuple[str, str, str], limit: int
+    ) -> tuple[int, tuple[str, str, str] | None]:
+        sealer = self.sealer
+        if sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+        # Sealer.seal_bytes output starts with "$<kid>.": the rows that do not are picked.
+        mark = b"$" + sealer.kid.encode() + b"."
+
+        def body(conn: sqlite3.Connection) -> tuple[int, tuple[str, str, str] | None]:
+            rows = conn.execute(
+                "SELECT tenant, scope, key, value, sealed FROM records"
+                " WHERE (tenant, scope, key) > (?, ?, ?)"
+                " AND NOT (sealed = 1 AND substr(value, 1, ?) = ?)"
+                " ORDER BY tenant, scope, key LIMIT ?",
+                (*after, len(mark), mark, _bound(limit)),
+            ).fetchall()
+            for tenant, scope, key, value, sealed in rows:
+                plain = open_record(sealer, bytes(value), bool(sealed), tenant, scope, key)
+                conn.execute(
+                    "UPDATE records SET value = ?, sealed = 1"
+                    " WHERE tenant = ? AND scope = ? AND key = ?",
+                    (seal_record(sealer, plain, tenant, scope, key), tenant, scope, key),
+                )
+            if len(rows) < limit:
+                return len(rows), None
+            return len(rows), (rows[-1][0], rows[-1][1], rows[-1][2])
+
+        return await self._write(body)
+
     async def reseal_checkpoints(
         self, after: tuple[str, int], limit: int
     ) -> tuple[int, tuple[str, int] | None]:
