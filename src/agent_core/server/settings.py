@@ -49,7 +49,9 @@ class Settings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        _check(0 < self.port < 65536, "port must be between 1 and 65535", self.port)
+        _check(
+            0 <= self.port < 65536, "port must be between 0 (any free port) and 65535", self.port
+        )
         _check(self.max_payload_bytes >= 2, "max_payload_bytes must be at least 2")
         _check(self.max_body_bytes >= 2, "max_body_bytes must be at least 2")
         for name in ("sse_heartbeat_s", "key_cache_s"):
