@@ -8,6 +8,7 @@ store to look at the same data as another tenant would (the stores read it on ev
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -199,3 +200,77 @@ async def test_limits_and_empty_calls(store: SessionStore) -> None:
     assert await store.get_records("s", []) == {}
     assert await store.delete_records("s", keys=[]) == 0
     assert await store.get_records("s", ["a"]) == {"a": b"1"}
+
+
+# Characters whose order trips byte-wise, collation-wise or UTF-16-wise comparisons.
+ALPHABET = [
+    "a",
+    "A",
+    "b",
+    "B",
+    "/",
+    ":",
+    "é",
+    "É",
+    "z",
+    "中",
+    "\ufdd0",
+    "\uffff",
+    "\U0001f600",
+    "\U0010ffff",
+    "\x01",
+    " ",
+]
+
+
+async def test_random_operations_agree_with_the_memory_store(store: SessionStore) -> None:
+    reference = MemoryStore()
+    await reference.open()
+    rng = random.Random(20261202)
+
+    def word(size: int) -> str:
+        return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, size)))
+
+    def cursor() -> str | None:
+        return None if rng.random() < 0.5 else word(3)
+
+    scopes = [word(2) for _ in range(4)]
+    for step in range(300):
+        scope = rng.choice(scopes)
+        pick = rng.random()
+        call: tuple[str, tuple[object, ...], dict[str, object]]
+        if pick < 0.35:
+            items = {word(3): bytes([rng.randrange(256)]) * rng.randint(0, 3) for _ in range(4)}
+            keep = rng.random() < 0.3
+            call = ("put_records", (scope, list(items.items())), {"keep_existing": keep})
+        elif pick < 0.45:
+            call = ("get_records", (scope, [word(3) for _ in range(5)]), {})
+        elif pick < 0.8:
+            options = {
+                "prefix": "" if rng.random() < 0.5 else word(2),
+                "after": cursor(),
+                "before": cursor(),
+                "limit": rng.randint(1, 8),
+                "descending": rng.random() < 0.5,
+            }
+            call = ("list_records", (scope,), options)
+        elif pick < 0.9:
+            if rng.random() < 0.5:
+                call = ("delete_records", (scope,), {"keys": [word(3) for _ in range(3)]})
+            else:
+                call = ("delete_records", (scope,), {"prefix": word(2)})
+        else:
+            call = (
+                "list_scopes",
+                ("" if rng.random() < 0.5 else word(1),),
+                {"after": cursor(), "limit": rng.randint(1, 5)},
+            )
+        name, args, kwargs = call
+        expected = await getattr(reference, name)(*args, **kwargs)
+        got = await getattr(store, name)(*args, **kwargs)
+        assert got == expected, (step, call)
+    for scope in scopes:
+        assert await store.list_records(scope, limit=10_000) == await reference.list_records(
+            scope, limit=10_000
+        )
+    await reference.close()
