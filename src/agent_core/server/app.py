@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from agent_core.server import openapi, problems
 from agent_core.server.api import router as api_router
@@ -87,10 +88,23 @@ def create_app(settings: Settings | None = None, *, hub: TenantHub | None = None
     app.include_router(api_router)
     app.include_router(ops_router)
     if importlib.util.find_spec(DASHBOARD) is not None:
-        app.include_router(importlib.import_module(DASHBOARD).router)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+        # Pages, not API: kept out of /openapi.json.
+        app.include_router(importlib.import_module(DASHBOARD).router, include_in_schema=False)
+    _wrap_outermost(app, metrics, settings.max_body_bytes)
     openapi.install(app)
     return app
+
+
+def _wrap_outermost(app: FastAPI, metrics: Metrics, max_body_bytes: int) -> None:
+    """Metrics and the declared-size check outside every middleware FastAPI adds (its own
+    body limit answers a declared oversize body in plain text; a 500 is counted too)."""
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        inner = problems.DeclaredSizeLimit(build(), max_body_bytes)
+        return MetricsMiddleware(inner, metrics)
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def _version() -> str:

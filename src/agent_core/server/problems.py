@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_core import errors
 from agent_core.server.keys import AuthenticationError, KeyNotFound, PermissionDenied
@@ -31,6 +32,7 @@ __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "STATUS",
     "BadRequest",
+    "DeclaredSizeLimit",
     "PreconditionFailed",
     "Problem",
     "UnsupportedMediaType",
@@ -226,6 +228,32 @@ def install(app: FastAPI) -> None:
     @app.get("/docs/errors", include_in_schema=False)
     async def problem_types() -> HTMLResponse:
         return HTMLResponse(render_types())
+
+
+class DeclaredSizeLimit:
+    """Refuses a body whose ``Content-Length`` is over the limit with a 413 problem before
+    reading it (FastAPI's ``max_body_size`` also stops a chunked body once it grows past)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    declared = value.strip()
+                    if declared.isdigit() and int(declared) > self.max_body_bytes:
+                        scope.setdefault("state", {})["problem_code"] = "PayloadTooLarge"
+                        response = problem_response(
+                            413,
+                            "PayloadTooLarge",
+                            f"the body is larger than {self.max_body_bytes} bytes",
+                            headers={"Connection": "close"},
+                        )
+                        await response(scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
 
 
 def render_types() -> str:
