@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -133,7 +133,10 @@ class _Dashboard:
     signer: CookieSigner
     env: jinja2.Environment
     static: _Static
-    overview_cache: dict[str, tuple[float, views.Overview]]
+    overview_cache: dict[str, tuple[float, int, views.Overview]] = field(default_factory=dict)
+    #: Per tenant: how many changes the event streams have seen (a cached overview older
+    #: than the last change is not served).
+    generation: dict[str, int] = field(default_factory=dict)
 
 
 def _dashboard(request: Request) -> _Dashboard:
@@ -152,7 +155,7 @@ def _dashboard(request: Request) -> _Dashboard:
         static = _Static()
         env.globals["static_url"] = static.url
         env.filters.update(ago=_ago, when=_when, pretty=_pretty, short=_short)
-        dash = _Dashboard(CookieSigner(secret), env, static, {})
+        dash = _Dashboard(CookieSigner(secret), env, static)
         state.dashboard = dash
     return dash
 
@@ -335,6 +338,14 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
+def _keep(dash: DashSession | None) -> Viewer:
+    """The viewer of a refused form: its cookie kept (a forged post must not sign anyone
+    out), or a fresh anonymous one if it had none."""
+    if dash is None:
+        return Viewer(DashSession.anonymous(), fresh_cookie=True)
+    return Viewer(dash)
+
+
 def _csrf_refused(request: Request, viewer: Viewer) -> Response:
     return _render(
         request,
@@ -366,7 +377,7 @@ async def signin(request: Request) -> Response:
     form = await _form(request)
     dash = _dashboard(request).signer.loads(request.cookies.get(COOKIE_NAME))
     if dash is None or not dash.csrf_matches(form.get("csrf")):
-        return _csrf_refused(request, Viewer(DashSession.anonymous(), fresh_cookie=True))
+        return _csrf_refused(request, _keep(dash))
     target = _safe_next(form.get("next"))
     key = form.get("key", "").strip()
     try:
@@ -393,7 +404,7 @@ async def signout(request: Request) -> Response:
     form = await _form(request)
     dash = _dashboard(request).signer.loads(request.cookies.get(COOKIE_NAME))
     if dash is None or not dash.csrf_matches(form.get("csrf")):
-        return _csrf_refused(request, Viewer(DashSession.anonymous(), fresh_cookie=True))
+        return _csrf_refused(request, _keep(dash))
     fresh = Viewer(DashSession.anonymous(), fresh_cookie=True)
     return _finish(request, RedirectResponse("/signin", status_code=303), fresh)
 
@@ -403,14 +414,20 @@ async def signout(request: Request) -> Response:
 _OVERVIEW_TTL_S = 1.0
 
 
-async def _overview(request: Request, viewer: Viewer) -> views.Overview:
-    # Many open tabs refresh together after an event: one scan per tenant per second.
-    cache = _dashboard(request).overview_cache
-    hit = cache.get(viewer.tenant)
-    if hit is not None and time.monotonic() - hit[0] < _OVERVIEW_TTL_S:
-        return hit[1]
+async def _overview(
+    request: Request, viewer: Viewer, *, ttl: float = _OVERVIEW_TTL_S, stale_ok: bool = False
+) -> views.Overview:
+    """The tenant's overview, scanned at most once a second: many open tabs refresh together
+    after an event. An overview scanned before the last change an event stream saw is scanned
+    again, unless ``stale_ok`` (the list page only wants the agent types from it)."""
+    dash = _dashboard(request)
+    tenant = viewer.tenant
+    generation = dash.generation.get(tenant, 0)
+    hit = dash.overview_cache.get(tenant)
+    if hit is not None and time.monotonic() - hit[0] < ttl and (stale_ok or hit[1] == generation):
+        return hit[2]
     data = await views.overview(viewer.require_manager())
-    cache[viewer.tenant] = (time.monotonic(), data)
+    dash.overview_cache[tenant] = (time.monotonic(), generation, data)
     return data
 
 
@@ -502,7 +519,9 @@ async def sessions_page(request: Request) -> Response:
                 "next_query": filters.query(after=rows[-1].session_id) if more else "",
                 "first_query": filters.query(after="") if filters.after else "",
                 "states": views.LIVE_STATES,
-                "agent_types": (await _overview(request, viewer)).agent_types,
+                "agent_types": (
+                    await _overview(request, viewer, ttl=30.0, stale_ok=True)
+                ).agent_types,
                 "now": utcnow(),
                 "quiet_after": QUIET_AFTER,
             },
@@ -622,7 +641,11 @@ async def change_state(request: Request, session_id: str) -> Response:
 
 
 async def _changes(
-    request: Request, manager: SessionManager, session_id: str | None, heartbeat_s: float
+    request: Request,
+    manager: SessionManager,
+    tenant: str,
+    session_id: str | None,
+    heartbeat_s: float,
 ) -> AsyncIterator[bytes]:
     """``changed`` messages (the session id as data) while the browser listens.
 
@@ -651,6 +674,8 @@ async def _changes(
                 while (left := deadline - loop.time()) > 0:
                     await stream.get(timeout=left)
             quiet_since = loop.time()
+            generations = _dashboard(request).generation
+            generations[tenant] = generations.get(tenant, 0) + 1
             data = event.session_id if session_id else ""
             yield f"event: changed\ndata: {data}\n\n".encode()
 
@@ -675,7 +700,7 @@ async def live(request: Request) -> Response:
     settings = getattr(request.app.state, "settings", None)
     heartbeat_s = float(getattr(settings, "sse_heartbeat_s", 15.0)) or 15.0
     response = StreamingResponse(
-        _changes(request, manager, session_id, heartbeat_s),
+        _changes(request, manager, viewer.tenant, session_id, heartbeat_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
