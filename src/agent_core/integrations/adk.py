@@ -211,6 +211,7 @@ class AgentCoreSessionService(BaseSessionService):
         # read: an append whose session object is at that version needs no read first.
         self._heads: OrderedDict[str, AgentSession] = OrderedDict()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._ids: dict[tuple[str, str, str], str] = {}
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> AgentCoreSessionService:
@@ -238,9 +239,16 @@ class AgentCoreSessionService(BaseSessionService):
 
     def session_id_of(self, app_name: str, user_id: str, session_id: str) -> str:
         """The agent-core session id behind an ADK session."""
-        return adk_session_id(
-            app_name, user_id, session_id, tenant=getattr(self.manager, "tenant", None)
-        )
+        names = (app_name, user_id, session_id)
+        key = self._ids.get(names)
+        if key is None:
+            if len(self._ids) >= _HEAD_CACHE_SIZE:
+                self._ids.clear()
+            key = adk_session_id(
+                app_name, user_id, session_id, tenant=getattr(self.manager, "tenant", None)
+            )
+            self._ids[names] = key
+        return key
 
     def _remember(self, head: AgentSession) -> None:
         light = AgentSession(
