@@ -119,26 +119,19 @@ async def seed(
             metadata={"region": rng.choice(["eu-west", "us-east"]), "release": "2026.11.3"},
         )
         ids.append(session.session_id)
+        if n == 0:
+            continue  # the showcase session's trail is written last, as it happens
         # A trail spread over the last day, busier in the working hours.
-        steps = 12 if n == 0 else rng.randint(2, 9)
-        start = now - timedelta(hours=rng.uniform(1, 23.5) if n else 5.5)
+        steps = rng.randint(2, 9)
         current = await manager.get_session(session.session_id)
         assert current is not None
-        at = start
+        at = now - timedelta(hours=rng.uniform(1, 23.5))
         for i in range(steps):
             step = kind.steps[i % len(kind.steps)]
             cp = current.checkpoint(step, _step_data(step, rng))
             at = min(at + timedelta(minutes=rng.uniform(2, 55)), now - timedelta(seconds=30))
             cp.timestamp = at
         await manager.update_session(current)
-        if n == 0:
-            await manager.patch_context(
-                session.session_id,
-                {"assignee": "support-bot-7", "sentiment": "frustrated", "sla_minutes_left": 42},
-            )
-            await manager.claim(session.session_id, "worker-eu-3", timedelta(minutes=10))
-            await manager.heartbeat(session.session_id)
-            continue
         roll = rng.random()
         if roll < 0.38:
             await manager.set_state(session.session_id, SessionState.COMPLETED)
@@ -158,4 +151,13 @@ async def seed(
                     f"worker-{rng.choice(['eu', 'us'])}-{rng.randint(1, 6)}",
                     timedelta(minutes=10),
                 )
+    showcase = ids[0]
+    for i in range(11):
+        step = KINDS[0].steps[i % len(KINDS[0].steps)]
+        await manager.append_checkpoint(showcase, step, _step_data(step, rng))
+    await manager.patch_context(
+        showcase, {"assignee": "support-bot-7", "sentiment": "frustrated", "sla_minutes_left": 42}
+    )
+    await manager.claim(showcase, "worker-eu-3", timedelta(minutes=10))
+    await manager.heartbeat(showcase)
     return ids
