@@ -35,7 +35,12 @@ from agent_core.cli_format import (
     store_url,
     summarize,
 )
-from agent_core.errors import AgentCoreError, SessionNotFound, StoreUnavailable
+from agent_core.errors import (
+    AgentCoreError,
+    MissingDependency,
+    SessionNotFound,
+    StoreUnavailable,
+)
 from agent_core.factory import ENV_PREFIX, hide_password
 from agent_core.models import AgentSession, SessionCheckpoint, utcnow
 from agent_core.sessions.governance import MAX_RETENTION_DAYS, AuditRecord, RetentionPolicy
@@ -492,6 +497,113 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         return await demo.run(args)
 
 
+# --- the HTTP service ----------------------------------------------------------------------
+
+
+def _server_module(name: str) -> Any:
+    """``agent_core.server.<name>``, or a ``MissingDependency`` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"agent_core.server.{name}")
+    except ImportError as exc:
+        if exc.name is not None and exc.name.startswith("agent_core"):
+            raise
+        raise MissingDependency(
+            f"agent-core serve needs the server extra: pip install 'agent-core[server]' ({exc})"
+        ) from exc
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    settings_module = _server_module("settings")
+    store: str | None = getattr(args, "store", None)
+    if args.demo and store is None:
+        # As for ``agent-core demo``: its own fresh file, never AGENT_CORE_STORE_URL's data.
+        from agent_core import demo
+
+        store = demo._fresh_demo_store()  # the same file and rule as agent-core demo
+    settings = settings_module.Settings.from_env(
+        store_url=store,
+        cache_url=getattr(args, "cache", None),
+        namespace=getattr(args, "namespace", None),
+        host=args.host,
+        port=args.port,
+        demo=True if args.demo else None,
+        log_level=args.log_level,
+    )
+    if args.demo and getattr(args, "store", None) is not None:
+        from agent_core import demo
+
+        async with make_manager(args, settings.store_url) as manager:
+            await demo.refuse_foreign_sessions(manager, hide_password(settings.store_url))
+    serve_module = _server_module("serve")
+    status: int = await serve_module.serve(settings)
+    return status
+
+
+def _keys(manager: SessionManager) -> Any:
+    from agent_core.server.keys import ApiKeys
+
+    return ApiKeys(manager)
+
+
+async def cmd_keys_create(args: argparse.Namespace) -> int:
+    async with make_manager(args) as manager:
+        secret, key = await _keys(manager).create(args.tenant, args.role)
+    print(f"created API key {key.key_id} for tenant {key.tenant!r} (role {key.role.value});")
+    print("it is shown only now, keep it (Authorization: Bearer <key>):")
+    print(secret)
+    return 0
+
+
+async def cmd_keys_list(args: argparse.Namespace) -> int:
+    require_existing_store(args)
+    async with make_manager(args) as manager:
+        keys = await _keys(manager).list(args.tenant)
+    if args.json:
+        print(
+            _dump_json(
+                [
+                    {
+                        "id": k.key_id,
+                        "tenant": k.tenant,
+                        "role": k.role.value,
+                        "created_at": k.created_at.isoformat(),
+                        "revoked": k.revoked,
+                    }
+                    for k in keys
+                ]
+            )
+        )
+        return 0
+    if not keys:
+        print("no API keys")
+        return 0
+    rows = [
+        [
+            k.key_id,
+            k.tenant,
+            k.role.value,
+            k.created_at.isoformat(timespec="seconds"),
+            "revoked" if k.revoked else "live",
+        ]
+        for k in keys
+    ]
+    print(format_table(["id", "tenant", "role", "created_at", "status"], rows))
+    return 0
+
+
+async def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    require_existing_store(args)
+    async with make_manager(args) as manager:
+        key = await _keys(manager).revoke(args.key_id)
+    print(
+        f"revoked API key {key.key_id} of tenant {key.tenant!r} (servers stop accepting it"
+        " within a few seconds)"
+    )
+    return 0
+
+
 async def cmd_dev_servers(args: argparse.Namespace) -> int:
     from agent_core.devservers import dev_servers
 
@@ -717,6 +829,52 @@ def build_parser() -> argparse.ArgumentParser:
         "encrypts). Safe while applications run: short batches under row locks.",
     )
     p.add_argument("--batch-size", type=_positive_int, default=500, metavar="N")
+
+    p = add(
+        commands,
+        "serve",
+        cmd_serve,
+        "run the HTTP service (API under /v1, dashboard at /)",
+        epilog=f"Settings also from {ENV_PREFIX}STORE_URL, {ENV_PREFIX}CACHE_URL, "
+        f"{ENV_PREFIX}HOST, {ENV_PREFIX}PORT, ... (docs/api.md). With --demo and no --store it "
+        "serves a fresh ./agent-core-demo.db, runs the demo fleet in tenant 'demo' and prints "
+        "an admin key. Needs the server extra: pip install 'agent-core[server]'.",
+    )
+    p.add_argument(
+        "--host", default=None, help=f"address to bind (env {ENV_PREFIX}HOST, 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port", type=_non_negative_int, default=None, help=f"port (env {ENV_PREFIX}PORT, 8080)"
+    )
+    p.add_argument("--demo", action="store_true", help="run the demo fleet in the background")
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="uvicorn's log level (info); debug also logs every request",
+    )
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    p = add(
+        key_commands,
+        "create",
+        cmd_keys_create,
+        "create an API key; the key is the last line of the output",
+        epilog="Only its SHA-256 is stored: the key cannot be shown again.",
+    )
+    p.add_argument("--tenant", required=True, metavar="NAME", help="the tenant the key works in")
+    p.add_argument(
+        "--role",
+        default="writer",
+        choices=["admin", "writer", "reader"],
+        help="reader: reads; writer: and writes; admin: and purge and export (writer)",
+    )
+    p = add(key_commands, "list", cmd_keys_list, "list API keys (never the keys themselves)")
+    p.add_argument("--tenant", metavar="NAME", help="only this tenant's keys")
+    p.add_argument("--json", action="store_true")
+    p = add(key_commands, "revoke", cmd_keys_revoke, "revoke an API key by its id")
+    p.add_argument("key_id", metavar="ID", help="the key's id, as keys list shows it")
 
     p = add(commands, "audit", cmd_audit, "list audit records (purges, exports, retention)")
     p.add_argument("--user", metavar="U", help="only records about this user")

@@ -9,6 +9,10 @@ its field, so a sealed value copied to another session or field does not open. I
 sealed body is ``b"$" + kid + b"." + base64(nonce || ciphertext)`` (no newline, so the step
 deltas of an entry still split exactly).
 
+A record value (``bytes``) is stored as ``Sealer.seal_bytes`` of it, bound to its tenant, scope
+and key, with a flag column beside it that says it is sealed (a plain value may hold any bytes,
+so no marker inside the value could tell them apart).
+
 Keys that a store adds in SQL beside a sealed envelope (the stale sweep's constant
 ``"failure_reason": "heartbeat_timeout"``) are laid over the opened value; the session's next
 write seals them in. Every other change of a sealed value goes through Python under the row lock.
@@ -31,8 +35,10 @@ __all__ = [
     "Sealer",
     "is_sealed",
     "open_checkpoints",
+    "open_record",
     "open_session",
     "open_value",
+    "seal_record",
     "seal_value",
     "sealer_from",
 ]
@@ -202,3 +208,30 @@ def open_session(sealer: Sealer | None, session: Any) -> Any:
         session.metadata = open_value(sealer, session.metadata, f"{sid}/metadata")
     open_checkpoints(sealer, sid, session.checkpoints)
     return session
+
+
+def _record_aad(tenant: str, scope: str, key: str) -> bytes:
+    # A JSON array: unambiguous whatever characters the three strings hold.
+    return orjson.dumps(["record", tenant, scope, key])
+
+
+def seal_record(sealer: Sealer | None, value: bytes, tenant: str, scope: str, key: str) -> bytes:
+    """What a store writes for a record value: sealed (bound to tenant, scope and key) with a
+    sealer, the value itself without one. The store also keeps ``sealer is not None``."""
+    if sealer is None:
+        return value
+    return sealer.seal_bytes(value, _record_aad(tenant, scope, key))
+
+
+def open_record(
+    sealer: Sealer | None, stored: bytes, sealed: bool, tenant: str, scope: str, key: str
+) -> bytes:
+    """A stored record value opened if ``sealed``; ``DecryptionError`` if it is sealed and no
+    sealer is configured, or it does not open."""
+    if not sealed:
+        return stored
+    if sealer is None:
+        raise DecryptionError(
+            f"record {key!r} of scope {scope!r} is encrypted but no encryption_keys are configured"
+        )
+    return sealer.open_bytes(stored, _record_aad(tenant, scope, key))

@@ -220,6 +220,7 @@ _EXPECTED_COLUMNS = {
         "scope": "text",
         "key": "text",
         "value": "bytea",
+        "sealed": "boolean",
         "session_id": "text",
         "user_id": "text",
         "updated_at": "timestamp with time zone",
@@ -244,6 +245,8 @@ _EXPECTED_INDEXES = {
     "audit_log_pkey": "(id)",
     "audit_log_by_user": "(user_id, id)",
     "records_pkey": "(tenant, scope, key)",
+    "records_by_session": "(session_id) WHERE (session_id IS NOT NULL)",
+    "records_by_user": "(user_id) WHERE (user_id IS NOT NULL)",
     # Schema 5: a tenant's listings.
     "sessions_tenant_active_by_user": (
         "(tenant, user_id, session_id) WHERE ((state = 'active'::text) AND (tenant <> ''::text))"

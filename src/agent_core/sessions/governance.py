@@ -25,8 +25,13 @@ The export format, one JSON object per line (UTF-8, ``\\n``-terminated):
 * after each session line, ``{"type": "checkpoint", "session_id", "seq", "name",
   "timestamp", "data"}`` for each checkpoint of its trail, by ``seq`` (seq 1 ..
   ``checkpoint_count`` of the session line);
-* last, ``{"type": "end", "user_id", "sessions", "checkpoints"}``: an export without it was
-  cut short.
+* after a session's trail, ``{"type": "record", "scope", "key", "value_b64", "session_id",
+  "user_id"}`` for each record attached to it (``value_b64``: the value, base64), by scope and
+  key (with ``"tenant"`` when the record has one);
+* after the last session, the records with the user's ``user_id`` that belong to no session of
+  the user, in the same form;
+* last, ``{"type": "end", "user_id", "sessions", "checkpoints"}`` and ``"records"`` when
+  there were any: an export without it was cut short.
 
 An export is not one snapshot: each session line is its head when it was read, followed by its
 trail up to that head (checkpoints are never rewritten, so the two agree). A session purged
@@ -35,16 +40,18 @@ while the export runs may be missing or have a shorter trail.
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from agent_core import codec
 from agent_core.errors import AgentCoreError, ValidationError
 from agent_core.sessions import limits
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint, SessionState
-from agent_core.stores.base import AuditRecord, RetentionPolicy, SessionStore
+from agent_core.stores.base import AuditRecord, RetentionPolicy, SessionStore, StoredRecord
 
 if TYPE_CHECKING:
     from agent_core.sessions.session_manager import SessionManager
@@ -61,6 +68,7 @@ __all__ = [
     "check_days",
     "export_user",
     "record",
+    "record_line",
 ]
 
 logger = logging.getLogger(__name__)
@@ -267,6 +275,37 @@ def checkpoint_line(session_id: str, cp: SessionCheckpoint) -> bytes:
     )
 
 
+def record_line(rec: StoredRecord) -> bytes:
+    out: dict[str, Any] = {"type": "record"}
+    if rec.tenant:
+        out["tenant"] = rec.tenant
+    out.update(
+        scope=rec.scope,
+        key=rec.key,
+        value_b64=base64.b64encode(rec.value).decode(),
+        session_id=rec.session_id,
+        user_id=rec.user_id,
+    )
+    return _line(out)
+
+
+Cursor = tuple[str, str, str]
+
+
+async def _record_pages(
+    fetch: Callable[..., Awaitable[list[StoredRecord]]], page_size: int
+) -> AsyncIterator[StoredRecord]:
+    after: Cursor | None = None
+    while True:
+        page = await fetch(limit=page_size, after=after)
+        for rec in page:
+            yield rec
+        if len(page) < page_size:
+            return
+        last = page[-1]
+        after = (last.tenant, last.scope, last.key)
+
+
 def export_user(
     manager: SessionManager, user_id: str, *, actor: str | None, page_size: int
 ) -> AsyncGenerator[bytes, None]:
@@ -282,7 +321,7 @@ async def _export(
 ) -> AsyncGenerator[bytes, None]:
     await manager.open()
     store = manager.store
-    sessions = checkpoints = 0
+    sessions = checkpoints = records = 0
     complete = False
     try:
         after: str | None = None
@@ -303,13 +342,26 @@ async def _export(
                     if len(trail) < want:
                         break  # purged meanwhile
                     seq = trail[-1].seq or seq + len(trail)
+                of_session = partial(store.list_session_records, head.session_id)
+                async for rec in _record_pages(of_session, page_size):
+                    records += 1
+                    yield record_line(rec)
             if len(page) < page_size:
                 break
             after = page[-1].session_id
+        async for rec in _record_pages(partial(store.list_user_records, user_id), page_size):
+            records += 1
+            yield record_line(rec)
         complete = True
-        yield _line(
-            {"type": "end", "user_id": user_id, "sessions": sessions, "checkpoints": checkpoints}
-        )
+        end: dict[str, Any] = {
+            "type": "end",
+            "user_id": user_id,
+            "sessions": sessions,
+            "checkpoints": checkpoints,
+        }
+        if records:
+            end["records"] = records
+        yield _line(end)
     finally:
         # Also when the reader stops early (complete is then false): every export is recorded.
         try:
@@ -319,7 +371,11 @@ async def _export(
                 action="export",
                 user_id=user_id,
                 session_count=sessions,
-                details={"checkpoints": checkpoints, "complete": complete},
+                details={
+                    "checkpoints": checkpoints,
+                    **({"records": records} if records else {}),
+                    "complete": complete,
+                },
             )
         except AgentCoreError as exc:
             if complete:

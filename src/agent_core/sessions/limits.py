@@ -13,7 +13,13 @@ from datetime import timedelta
 from typing import Any, TypeGuard
 
 from agent_core import codec
-from agent_core.errors import ConfigurationError, LeaseLost, ValidationError
+from agent_core.errors import (
+    ConfigurationError,
+    InvalidValue,
+    LeaseLost,
+    PayloadTooLarge,
+    ValidationError,
+)
 from agent_core.sessions.session_models import AgentSession, Lease, SessionState
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "MAX_LEASE_TTL",
     "MAX_LIMIT",
     "MAX_PAYLOAD_BYTES",
+    "MAX_RECORD_NAME",
     "MAX_SESSION_TTL_HOURS",
     "MIN_PAYLOAD_BYTES",
     "check_after_seq",
@@ -32,6 +39,8 @@ __all__ = [
     "check_name",
     "check_options",
     "check_payload",
+    "check_record_name",
+    "check_record_value",
     "check_session",
     "check_session_ttl_hours",
     "check_ttl",
@@ -68,6 +77,37 @@ def check_name(value: object, what: str, *, allow_empty: bool = False) -> str:
     if len(value) > _MAX_NAME:
         raise ValidationError(f"{what} is longer than {_MAX_NAME} characters")
     return codec.check_text(value, what)
+
+
+MAX_RECORD_NAME = 1024
+"""Longest record scope or key, in characters."""
+
+
+def check_record_name(value: object, what: str, *, allow_empty: bool = False) -> str:
+    """A record scope, key, prefix or cursor: a string of valid Unicode, at most
+    ``MAX_RECORD_NAME`` characters, without U+0000 (PostgreSQL text cannot hold it, and an
+    escape would break the code point order of keys)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a string, not {type(value).__name__}")
+    if not value and not allow_empty:
+        raise ValidationError(f"{what} must not be empty")
+    if len(value) > MAX_RECORD_NAME:
+        raise ValidationError(f"{what} is longer than {MAX_RECORD_NAME} characters")
+    if "\x00" in value:
+        raise InvalidValue(f"{what} contains U+0000, which records do not store")
+    return codec.check_text(value, what)
+
+
+def check_record_value(value: object, what: str, max_bytes: int) -> bytes:
+    """A record value: ``bytes`` (or a ``bytearray``/``memoryview``, copied) of at most
+    ``max_bytes``."""
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if not isinstance(value, bytes):
+        raise InvalidValue(f"{what} must be bytes, not {type(value).__name__}")
+    if len(value) > max_bytes:
+        raise PayloadTooLarge(f"{what} is {len(value)} bytes, over the limit of {max_bytes}")
+    return value
 
 
 def _is_int(value: object) -> TypeGuard[int]:

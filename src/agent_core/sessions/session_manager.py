@@ -22,6 +22,7 @@ from agent_core.errors import ConfigurationError, ValidationError
 from agent_core.resource import AsyncResource
 from agent_core.sessions import governance, limits
 from agent_core.sessions.governance import GovernanceAPI, ReapResult
+from agent_core.sessions.records import RecordsAPI
 from agent_core.sessions.session_models import (
     AgentSession,
     Lease,
@@ -40,7 +41,7 @@ __all__ = ["SessionManager"]
 logger = logging.getLogger(__name__)
 
 
-class SessionManager(GovernanceAPI, AsyncResource):
+class SessionManager(GovernanceAPI, RecordsAPI, AsyncResource):
     """Manages agent sessions on a durable store, a shared tier and an in-process tier.
 
     ``SessionManager()`` keeps everything in this process, as the reference design did without
@@ -204,8 +205,14 @@ class SessionManager(GovernanceAPI, AsyncResource):
         user_id: str = "",
         context: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
     ) -> AgentSession:
-        """Create and store a new active session with a ``session_created`` checkpoint."""
+        """Create and store a new active session with a ``session_created`` checkpoint.
+
+        ``session_id``: an explicit id (a canonical UUID string) instead of a new random one;
+        ``ConflictError`` if a session has ever had it (a deleted one too, until purged).
+        """
         session = AgentSession(
             agent_type=agent_type,
             user_id=user_id,
@@ -213,6 +220,8 @@ class SessionManager(GovernanceAPI, AsyncResource):
             metadata={} if metadata is None else metadata,
             tenant=self.tenant or "",
         )
+        if session_id is not None:
+            session.session_id = session_id
         session.checkpoint("session_created", {"agent_type": agent_type, "user_id": user_id})
         limits.check_session(session, self.max_payload_bytes)
         await self.open()
@@ -541,13 +550,13 @@ class SessionManager(GovernanceAPI, AsyncResource):
     # --- encryption at rest ------------------------------------------------------------------
 
     async def rotate_keys(self, *, batch_size: int | None = None) -> int:
-        """Re-encrypt with the first of ``encryption_keys`` every stored context, metadata and
-        checkpoint value sealed with another key (or not sealed at all), while the application
-        runs: each batch of ``batch_size`` rows (default ``cleanup_batch_size``) is one short
-        transaction under the rows' locks, and the version does not move, so no concurrent
-        compare-and-set is refused or lost. Then the tier epoch is bumped, so no process trusts
-        a cache entry sealed before. Returns how many rows were re-sealed; once it returns, the
-        older keys may be dropped."""
+        """Re-encrypt with the first of ``encryption_keys`` every stored context, metadata,
+        checkpoint and record value sealed with another key (or not sealed at all), while the
+        application runs: each batch of ``batch_size`` rows (default ``cleanup_batch_size``) is
+        one short transaction under the rows' locks, and the version does not move, so no
+        concurrent compare-and-set is refused or lost. Then the tier epoch is bumped, so no
+        process trusts a cache entry sealed before. Returns how many rows were re-sealed; once
+        it returns, the older keys may be dropped."""
         if self.sealer is None:
             raise ConfigurationError("rotate_keys needs encryption_keys")
         size = self.cleanup_batch_size if batch_size is None else batch_size
@@ -561,6 +570,10 @@ class SessionManager(GovernanceAPI, AsyncResource):
         cursor: tuple[str, int] | None = ("", 0)
         while cursor is not None:
             count, cursor = await self.store.reseal_checkpoints(cursor, size)
+            total += count
+        records: tuple[str, str, str] | None = ("", "", "")
+        while records is not None:
+            count, records = await self.store.reseal_records(records, size)
             total += count
         if not self.store.in_process:
             await self.store.bump_tier_epoch(None)

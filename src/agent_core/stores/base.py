@@ -38,6 +38,11 @@ Rules every implementation follows:
   lease expiry, retention and the audit log only ever see (and touch) its own tenant's rows.
   Sessions it creates belong to its tenant. With ``tenant`` ``None`` a store sees every
   tenant's sessions, and the rows it creates belong to ``session.tenant``.
+* Records are opaque byte values under ``(tenant, scope, key)``, for what the session model
+  lacks (framework checkpoints and blobs, items, app state, API keys). The tenant is always
+  ``self.tenant or ""``. Keys and scopes compare by code point (Python's string order). A
+  record may name a session (``session_id``) and a user (``user_id``): purging the session, or
+  the user, erases it, and ``export`` lists it. Records never pass through the cache tiers.
 """
 
 from __future__ import annotations
@@ -61,9 +66,11 @@ __all__ = [
     "RetentionPolicy",
     "SessionRef",
     "SessionStore",
+    "StoredRecord",
     "SweptSession",
     "TierEpoch",
     "check_tenant",
+    "prefix_end",
 ]
 
 
@@ -133,6 +140,33 @@ class AuditRecord(NamedTuple):
     tenant: str = ""
 
 
+class StoredRecord(NamedTuple):
+    """One record with what it is attached to, as ``export`` lists it."""
+
+    tenant: str
+    scope: str
+    key: str
+    value: bytes
+    session_id: str | None
+    user_id: str | None
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix`` (by code
+    point), or ``None`` when there is none (an empty prefix, or only U+10FFFF characters).
+
+    ``prefix <= s < prefix_end(prefix)`` is exactly ``s.startswith(prefix)``, a range that an
+    index on ``s`` serves.
+    """
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    last = ord(stripped[-1]) + 1
+    if last == 0xD800:
+        last = 0xE000  # surrogates are never stored
+    return stripped[:-1] + chr(last)
+
+
 # Ages beyond this are clamped: "older than a thousand years" already means nothing (or, for
 # a negative age, everything), and the cutoff stays inside every backend's timestamp range.
 _AGE_LIMIT = timedelta(days=365_250)
@@ -164,18 +198,20 @@ class SessionStore(AsyncResource, ABC):
     """Durable storage of sessions, their checkpoint trail and their leases."""
 
     in_process: bool = False
-    # Encryption at rest (``agent_core.crypto``): set by the manager before ``open()``; a store
-    # that keeps data out of the process seals context, metadata and checkpoint data with it.
-    sealer: Sealer | None = None
     """True when the data lives in this process only (an in-process cache tier would only
     cost memory in front of it)."""
+
+    # Encryption at rest (``agent_core.crypto``): set by the manager before ``open()``; a store
+    # that keeps data out of the process seals context, metadata, checkpoint data and record
+    # values with it.
+    sealer: Sealer | None = None
 
     url: str = ""
     """The store's URL with any password hidden (for logs and ``repr``)."""
 
     tenant: str | None = None
     """The tenant this store is confined to (``None``: every tenant); set before ``open()``,
-    through ``bound_to``."""
+    through ``bound_to``. Records are kept under ``tenant or ""``."""
 
     def bound_to(self, tenant: str) -> SessionStore:
         """This store confined to ``tenant``, for a tenant-bound manager: the store itself
@@ -320,12 +356,100 @@ class SessionStore(AsyncResource, ABC):
         session matching both; with neither, none). Returns exactly the sessions removed,
         ordered by id, each with its last version and state before removal. Erases the content:
         a backend that keeps files scrubs the removed data from them (free pages and logs too).
+
+        In the same transaction, removes the records attached to the removed sessions and, when
+        purging by ``user_id`` alone, the records with that ``user_id`` (of every tenant when
+        ``tenant`` is ``None``, else of ``tenant``).
         """
 
     @abstractmethod
     async def describe(self, session_ids: Sequence[str]) -> list[SessionRef]:
         """The refs of the live (not deleted) sessions among ``session_ids``, ordered by id,
         each once; unknown ids are left out. One read."""
+
+    # --- records ---------------------------------------------------------------------------
+    #
+    # Arguments are validated by the manager: scopes and keys are non-empty strings of valid
+    # Unicode without U+0000, at most 1024 characters; values are ``bytes``; keys within one
+    # ``put_records`` call are distinct; limits are positive.
+
+    @abstractmethod
+    async def put_records(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        keep_existing: bool = False,
+    ) -> int:
+        """Write ``items`` (``(key, value)`` pairs) into ``scope`` in one transaction, each
+        attached to ``session_id`` and ``user_id`` (both may be ``None``), stamped with the
+        store's clock; return how many keys were written.
+
+        A key that exists is replaced (value, session and user), unless ``keep_existing``: then
+        it keeps its stored row and is not counted (insert-if-absent). With ``session_id``, the
+        session must be live when the transaction commits: else ``SessionNotFound`` and nothing
+        is written. Values are sealed at rest with ``sealer`` (bound to tenant, scope and key).
+        """
+
+    @abstractmethod
+    async def get_records(self, scope: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The values of those of ``keys`` that exist in ``scope`` (missing keys are left out).
+
+        Raises ``DecryptionError`` for a sealed value the store cannot open."""
+
+    @abstractmethod
+    async def list_records(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+        descending: bool = False,
+    ) -> list[tuple[str, bytes]]:
+        """At most ``limit`` ``(key, value)`` pairs of ``scope`` whose key starts with
+        ``prefix`` and lies strictly after ``after`` and strictly before ``before`` (either may
+        be ``None``: unbounded), ordered by key in code point order (largest first with
+        ``descending``). One read; served by the primary key."""
+
+    @abstractmethod
+    async def delete_records(
+        self,
+        scope: str,
+        *,
+        keys: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> int:
+        """Delete the records of ``scope`` named by ``keys``, or whose key starts with
+        ``prefix``, or (neither given) every record of the scope, in one transaction; return
+        how many rows were deleted. Of concurrent deletions of the same key exactly one counts
+        it."""
+
+    @abstractmethod
+    async def list_scopes(
+        self, prefix: str, *, limit: int = 1000, after: str | None = None
+    ) -> list[str]:
+        """At most ``limit`` distinct scopes that hold at least one record, start with
+        ``prefix`` and lie strictly after ``after``, in code point order."""
+
+    @abstractmethod
+    async def list_session_records(
+        self, session_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        """Records attached to ``session_id`` (of every tenant when ``tenant`` is ``None``,
+        else of ``tenant``), ordered by ``(tenant, scope, key)``, after that cursor; for
+        ``export``."""
+
+    @abstractmethod
+    async def list_user_records(
+        self, user_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        """Records with ``user_id`` that are not attached to a session of that user (those are
+        exported with their session): of every tenant when ``tenant`` is ``None``, else of
+        ``tenant``; ordered by ``(tenant, scope, key)``, after that cursor; for ``export``."""
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -417,6 +541,13 @@ class SessionStore(AsyncResource, ABC):
         """``reseal_sessions`` for checkpoint data, paged by ``(session_id, seq)``."""
         return 0, None
 
+    async def reseal_records(
+        self, after: tuple[str, str, str], limit: int
+    ) -> tuple[int, tuple[str, str, str] | None]:
+        """``reseal_sessions`` for record values (of every tenant), paged by
+        ``(tenant, scope, key)``."""
+        return 0, None
+
     @abstractmethod
     async def bump_tier_epoch(
         self, namespace: str | None = None, *, cache_id: str | None = None
@@ -441,7 +572,7 @@ class SessionStore(AsyncResource, ABC):
         """Remove for good at most ``limit`` sessions in one of ``states`` whose ``updated_at``
         is older than the store's now minus ``max_age``, with ``session_id > after``, in id
         order; return exactly those removed (ordered by id, last version and state), as
-        ``purge`` does, and erase their content as ``purge`` does.
+        ``purge`` does, and erase their content (their records too) as ``purge`` does.
 
         One short transaction; concurrent callers never remove (or report) a session twice.
         """

@@ -6,8 +6,9 @@ alias stored state (the reference design's dict cache handed out its own objects
 
 from __future__ import annotations
 
+import bisect
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,8 +22,10 @@ from agent_core.stores.base import (
     RetentionPolicy,
     SessionRef,
     SessionStore,
+    StoredRecord,
     TierEpoch,
     bound_age,
+    prefix_end,
 )
 
 __all__ = ["MemoryStore"]
@@ -61,6 +64,39 @@ class _Row:
         )
 
 
+@dataclass
+class _Record:
+    value: bytes
+    session_id: str | None
+    user_id: str | None
+    updated_at: datetime
+
+
+@dataclass
+class _Scope:
+    """One scope's records, with their keys kept sorted (code point order) for range reads."""
+
+    keys: list[str] = field(default_factory=list)
+    rows: dict[str, _Record] = field(default_factory=dict)
+
+    def put(self, key: str, record: _Record) -> None:
+        if key not in self.rows:
+            bisect.insort(self.keys, key)
+        self.rows[key] = record
+
+    def pop(self, key: str) -> bool:
+        if self.rows.pop(key, None) is None:
+            return False
+        del self.keys[bisect.bisect_left(self.keys, key)]
+        return True
+
+    def span(self, low: str | None, high: str | None) -> tuple[int, int]:
+        """The index range of the keys ``k`` with ``low < k < high`` (``None``: unbounded)."""
+        start = 0 if low is None else bisect.bisect_right(self.keys, low)
+        stop = len(self.keys) if high is None else bisect.bisect_left(self.keys, high)
+        return start, max(start, stop)
+
+
 class MemoryStore(SessionStore):
     """Sessions in this process. ``bound_to(tenant)`` returns a store over the same data
     confined to ``tenant`` (the managers of several tenants share one ``MemoryStore``)."""
@@ -74,6 +110,8 @@ class MemoryStore(SessionStore):
         # Keyed by (tenant, namespace): every tenant has its own policies ("": untenanted).
         self._policies: dict[tuple[str, str], RetentionPolicy] = {}
         self._audit: list[AuditRecord] = []
+        # tenant -> scope -> records
+        self._records: dict[str, dict[str, _Scope]] = {}
         self._open = False
 
     async def open(self) -> None:
@@ -297,6 +335,7 @@ class MemoryStore(SessionStore):
             and (user_id is None or row.head.user_id == user_id)
             and self._mine(row)
         )
+        self._drop_records(set(doomed), user_id if session_id is None else None)
         return [self._rows.pop(sid).ref() for sid in doomed]
 
     async def describe(self, session_ids: Sequence[str]) -> list[SessionRef]:
@@ -307,6 +346,178 @@ class MemoryStore(SessionStore):
             if row is not None and row.head.state is not SessionState.DELETED:
                 out.append(row.ref())
         return out
+
+    # --- records ---------------------------------------------------------------------------
+
+    def _tenant_records(self) -> dict[str, _Scope]:
+        return self._records.setdefault(self.tenant or "", {})
+
+    def _visible_tenants(self) -> list[str]:
+        """The tenants whose records governance calls see: all of them without a tenant."""
+        if self.tenant is None:
+            return sorted(self._records)
+        return [self.tenant] if self.tenant in self._records else []
+
+    def _drop_records(self, session_ids: set[str], user_id: str | None) -> None:
+        """Remove the records attached to ``session_ids`` (every tenant: a session's records
+        go with it) and, if given, those of ``user_id`` (the visible tenants)."""
+        if not session_ids and user_id is None:
+            return
+        users = set(self._visible_tenants()) if user_id is not None else set()
+        for tenant, scopes in self._records.items():
+            for name in list(scopes):
+                bucket = scopes[name]
+                doomed = [
+                    key
+                    for key, rec in bucket.rows.items()
+                    if rec.session_id in session_ids or (tenant in users and rec.user_id == user_id)
+                ]
+                for key in doomed:
+                    bucket.pop(key)
+                if not bucket.rows:
+                    del scopes[name]
+
+    async def put_records(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        keep_existing: bool = False,
+    ) -> int:
+        self._check_open()
+        if session_id is not None:
+            self._live(session_id)
+        now = _now()
+        bucket = self._tenant_records().setdefault(scope, _Scope())
+        written = 0
+        for key, value in items:
+            if keep_existing and key in bucket.rows:
+                continue
+            bucket.put(key, _Record(bytes(value), session_id, user_id, now))
+            written += 1
+        if not bucket.rows:
+            del self._tenant_records()[scope]
+        return written
+
+    async def get_records(self, scope: str, keys: Sequence[str]) -> dict[str, bytes]:
+        self._check_open()
+        bucket = self._tenant_records().get(scope)
+        if bucket is None:
+            return {}
+        return {key: bucket.rows[key].value for key in keys if key in bucket.rows}
+
+    def _range(
+        self, bucket: _Scope, prefix: str, after: str | None, before: str | None
+    ) -> tuple[int, int]:
+        """The index range of ``bucket.keys`` that starts with ``prefix``, after ``after`` and
+        before ``before``."""
+        start, stop = bucket.span(after, before)
+        if prefix:
+            start = max(start, bisect.bisect_left(bucket.keys, prefix))
+            end = prefix_end(prefix)
+            if end is not None:
+                stop = min(stop, bisect.bisect_left(bucket.keys, end))
+        return start, max(start, stop)
+
+    async def list_records(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+        descending: bool = False,
+    ) -> list[tuple[str, bytes]]:
+        self._check_open()
+        bucket = self._tenant_records().get(scope)
+        if bucket is None or limit <= 0:
+            return []
+        start, stop = self._range(bucket, prefix, after, before)
+        if descending:
+            keys = bucket.keys[max(start, stop - limit) : stop][::-1]
+        else:
+            keys = bucket.keys[start : min(stop, start + limit)]
+        return [(key, bucket.rows[key].value) for key in keys]
+
+    async def delete_records(
+        self,
+        scope: str,
+        *,
+        keys: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> int:
+        self._check_open()
+        scopes = self._tenant_records()
+        bucket = scopes.get(scope)
+        if bucket is None:
+            return 0
+        if keys is not None:
+            doomed = list(dict.fromkeys(keys))
+        else:
+            start, stop = self._range(bucket, prefix or "", None, None)
+            doomed = bucket.keys[start:stop]
+        deleted = sum(1 for key in doomed if bucket.pop(key))
+        if not bucket.rows:
+            del scopes[scope]
+        return deleted
+
+    async def list_scopes(
+        self, prefix: str, *, limit: int = 1000, after: str | None = None
+    ) -> list[str]:
+        self._check_open()
+        names = sorted(
+            name
+            for name in self._tenant_records()
+            if name.startswith(prefix) and (after is None or name > after)
+        )
+        return names[: max(limit, 0)]
+
+    def _stored(self) -> Iterator[StoredRecord]:
+        """Every visible record, in ``(tenant, scope, key)`` order."""
+        for tenant in self._visible_tenants():
+            scopes = self._records[tenant]
+            for name in sorted(scopes):
+                bucket = scopes[name]
+                for key in bucket.keys:
+                    rec = bucket.rows[key]
+                    yield StoredRecord(tenant, name, key, rec.value, rec.session_id, rec.user_id)
+
+    @staticmethod
+    def _page(
+        found: Iterator[StoredRecord], limit: int, after: tuple[str, str, str] | None
+    ) -> list[StoredRecord]:
+        out: list[StoredRecord] = []
+        for rec in found:
+            if after is not None and (rec.tenant, rec.scope, rec.key) <= after:
+                continue
+            if len(out) >= limit:
+                break
+            out.append(rec)
+        return out
+
+    async def list_session_records(
+        self, session_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        self._check_open()
+        found = (rec for rec in self._stored() if rec.session_id == session_id)
+        return self._page(found, limit, after)
+
+    async def list_user_records(
+        self, user_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        self._check_open()
+
+        def of_user(session_id: str | None) -> bool:
+            row = None if session_id is None else self._rows.get(session_id)
+            return row is not None and row.head.user_id == user_id
+
+        found = (
+            rec for rec in self._stored() if rec.user_id == user_id and not of_user(rec.session_id)
+        )
+        return self._page(found, limit, after)
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -460,6 +671,7 @@ class MemoryStore(SessionStore):
             and (after is None or sid > after)
             and (row.head.updated_at or row.head.created_at) < cutoff
         )[: max(limit, 0)]
+        self._drop_records(set(doomed), None)
         return [self._rows.pop(sid).ref() for sid in doomed]
 
     async def list_user_sessions(

@@ -37,7 +37,7 @@ from typing import Any, NoReturn, TypeVar
 import orjson
 
 from agent_core.codec import encode_patched, merge_patch
-from agent_core.crypto import Sealer, open_value
+from agent_core.crypto import Sealer, open_record, open_value, seal_record
 from agent_core.errors import (
     AgentCoreError,
     ConfigurationError,
@@ -59,9 +59,11 @@ from agent_core.stores.base import (
     RetentionPolicy,
     SessionRef,
     SessionStore,
+    StoredRecord,
     TierEpoch,
     bound_age,
     check_tenant,
+    prefix_end,
 )
 from agent_core.stores.migrations import load_migrations
 
@@ -313,6 +315,17 @@ SELECT session_id, seq, data FROM checkpoints
  LIMIT $4
    FOR UPDATE
 """
+_SQL_RESEAL_RECORDS_PICK = """
+SELECT tenant, scope, key, value, sealed FROM records
+ WHERE (tenant, scope, key) > ($1, $2, $3)
+   AND NOT (sealed AND substring(value from 1 for $4) = $5) /*T*/
+ ORDER BY tenant, scope, key
+ LIMIT $6
+   FOR UPDATE
+"""
+_SQL_RESEAL_RECORD = (
+    "UPDATE records SET value = $4, sealed = true WHERE tenant = $1 AND scope = $2 AND key = $3"
+)
 _SQL_RESEAL_CHECKPOINT = (
     "UPDATE checkpoints SET data = $3::jsonb WHERE session_id = $1 AND seq = $2 /*T*/"
 )
@@ -344,6 +357,14 @@ _SQL_PURGE_USER = f"DELETE FROM sessions WHERE user_id = $1 /*T*/ RETURNING {_RE
 _SQL_PURGE_BOTH = (
     f"DELETE FROM sessions WHERE session_id = $1 AND user_id = $2 /*T*/ RETURNING {_REF}"
 )
+# Records of the removed sessions go through ON DELETE CASCADE; those of the user ($2: the
+# tenant, NULL for every tenant) in the same statement.
+_SQL_PURGE_USER_AND_RECORDS = f"""
+WITH r AS (
+    DELETE FROM records WHERE user_id = $1 AND ($2::text IS NULL OR tenant = $2)
+)
+{_SQL_PURGE_USER}
+"""
 
 _SQL_DESCRIBE = f"""
 SELECT {_REF} FROM sessions
@@ -537,6 +558,52 @@ BEGIN
 END
 $setup$
 """
+
+# Records. With a session ($6), the write takes a KEY SHARE lock on its live row, which holds
+# off a purge until the commit (the purge's cascade then removes these records too); a
+# session that is gone or deleted makes the insert write nothing and ``live`` false.
+_PUT_RECORDS = """
+WITH live AS (
+    SELECT 1 FROM sessions WHERE session_id = $6 AND state <> 'deleted' /*T*/ FOR KEY SHARE
+), w AS (
+    INSERT INTO records AS r (tenant, scope, key, value, sealed, session_id, user_id, updated_at)
+    SELECT $1, $2, u.key, u.value, $5, $6, $7, now()
+      FROM unnest($3::text[], $4::bytea[]) AS u(key, value)
+     WHERE $6::text IS NULL OR EXISTS (SELECT 1 FROM live)
+    ON CONFLICT (tenant, scope, key) {conflict}
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM live) AS live, (SELECT count(*) FROM w) AS written
+"""
+_SQL_PUT_RECORDS = _PUT_RECORDS.format(
+    conflict="DO UPDATE SET value = excluded.value, sealed = excluded.sealed,"
+    " session_id = excluded.session_id, user_id = excluded.user_id, updated_at = now()"
+)
+_SQL_PUT_RECORDS_KEEP = _PUT_RECORDS.format(conflict="DO NOTHING")
+_SQL_GET_RECORDS = (
+    "SELECT key, value, sealed FROM records"
+    " WHERE tenant = $1 AND scope = $2 AND key = ANY($3::text[])"
+)
+
+
+def _key_range(
+    prefix: str, after: str | None, before: str | None, *, first: int
+) -> tuple[str, tuple[str, ...]]:
+    """The ``AND key ...`` conditions of a prefix and two cursors, as key ranges the primary
+    key serves, numbering their parameters from ``$first``; and the parameters."""
+    bounds: list[tuple[str, str]] = []
+    if prefix:
+        bounds.append((">=", prefix))
+        end = prefix_end(prefix)
+        if end is not None:
+            bounds.append(("<", end))
+    if after is not None:
+        bounds.append((">", after))
+    if before is not None:
+        bounds.append(("<", before))
+    where = "".join(f" AND key {op} ${first + i}" for i, (op, _) in enumerate(bounds))
+    return where, tuple(value for _, value in bounds)
+
 
 _SQL_SCHEMA_TABLE = """
 CREATE TABLE IF NOT EXISTS agent_core_schema (
@@ -795,7 +862,7 @@ class PostgresStore(SessionStore):
         self._list_sql: dict[tuple[SessionState | None, bool, bool, bool], str] = {}
         self._tenant_role = tenant_role
         # Statements with their tenant markers filled in (see _q), by their template.
-        self._sql: dict[str, str] = {}
+        self._sql: dict[tuple[str | None, str], str] = {}
         # Set once the tenant role is in place: from then on new connections take it.
         self._tenant_ready = False
 
@@ -820,12 +887,15 @@ class PostgresStore(SessionStore):
         """``sql`` with its tenant markers filled in: ``AND tenant = '<name>'`` for a
         tenant-bound store (the name is checked, so it can be a literal, which also lets the
         planner use the tenant's indexes), nothing for an untenanted one."""
-        done = self._sql.get(sql)
+        tenant = self.tenant
+        done = self._sql.get((tenant, sql))
         if done is None:
-            tenant = self.tenant
+            if tenant:  # "" (the rows of no tenant) needs no check
+                check_tenant(tenant)
             mine = "" if tenant is None else f"AND tenant = '{tenant}'"
             theirs = "" if tenant is None else f"AND s.tenant = '{tenant}'"
-            done = self._sql[sql] = sql.replace(_S_TENANT, theirs).replace(_TENANT, mine)
+            done = sql.replace(_S_TENANT, theirs).replace(_TENANT, mine)
+            self._sql[tenant, sql] = done
         return done
 
     async def open(self) -> None:
@@ -1410,6 +1480,38 @@ class PostgresStore(SessionStore):
 
         return await self._run(body, "rotate_keys")
 
+    async def reseal_records(
+        self, after: tuple[str, str, str], limit: int
+    ) -> tuple[int, tuple[str, str, str] | None]:
+        sealer = self.sealer
+        if sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+        # Sealer.seal_bytes output starts with "$<kid>.": the rows that do not are picked.
+        mark = b"$" + sealer.kid.encode() + b"."
+
+        async def body(conn: Any, attempt: _Attempt) -> tuple[int, tuple[str, str, str] | None]:
+            async with conn.transaction():
+                rows = await conn.fetch(
+                    self._q(_SQL_RESEAL_RECORDS_PICK), *after, len(mark), mark, _clamp(limit)
+                )
+                for row in rows:
+                    tenant, scope, key = row["tenant"], row["scope"], row["key"]
+                    plain = open_record(sealer, row["value"], row["sealed"], tenant, scope, key)
+                    attempt.write_sent = True
+                    await conn.execute(
+                        self._q(_SQL_RESEAL_RECORD),
+                        tenant,
+                        scope,
+                        key,
+                        seal_record(sealer, plain, tenant, scope, key),
+                    )
+            if len(rows) < limit:
+                return len(rows), None
+            last = rows[-1]
+            return len(rows), (last["tenant"], last["scope"], last["key"])
+
+        return await self._run(body, "rotate_keys")
+
     async def set_state(
         self,
         session_id: str,
@@ -1507,7 +1609,8 @@ class PostgresStore(SessionStore):
         elif session_id is not None:
             sql, args = _SQL_PURGE_SESSION, (session_id,)
         else:
-            sql, args = _SQL_PURGE_USER, (_opt_esc(user_id),)
+            # Purging a user alone also removes the records with that user_id (of this tenant).
+            sql, args = _SQL_PURGE_USER_AND_RECORDS, (_opt_esc(user_id), self.tenant)
 
         async def body(conn: Any, attempt: _Attempt) -> list[SessionRef]:
             attempt.write_sent = True
@@ -1950,3 +2053,207 @@ class PostgresStore(SessionStore):
             ]
 
         return await self._run(body, "list_audit")
+
+    # --- records ---------------------------------------------------------------------------
+
+    def _record_tenant(self) -> str:
+        return self.tenant or ""
+
+    def _open_record(self, tenant: str, scope: str, key: str, value: bytes, sealed: bool) -> bytes:
+        return open_record(self.sealer, bytes(value), sealed, tenant, scope, key)
+
+    async def put_records(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        keep_existing: bool = False,
+    ) -> int:
+        tenant = self._record_tenant()
+        sealer = self.sealer
+        # Sorted, so concurrent writers of overlapping keys lock them in one order.
+        ordered = sorted(items)
+        keys = [key for key, _ in ordered]
+        values = [seal_record(sealer, value, tenant, scope, key) for key, value in ordered]
+        sql = _SQL_PUT_RECORDS_KEEP if keep_existing else _SQL_PUT_RECORDS
+        args = (tenant, scope, keys, values, sealer is not None, session_id, _opt_esc(user_id))
+
+        async def body(conn: Any, attempt: _Attempt) -> int:
+            attempt.write_sent = True
+            row = await conn.fetchrow(self._q(sql), *args)
+            if session_id is not None and not row["live"]:
+                raise SessionNotFound(session_id)
+            return int(row["written"])
+
+        return await self._run(body, "put_records")
+
+    async def get_records(self, scope: str, keys: Sequence[str]) -> dict[str, bytes]:
+        tenant = self._record_tenant()
+        wanted = sorted(set(keys))
+
+        async def body(conn: Any, attempt: _Attempt) -> list[Any]:
+            return list(await conn.fetch(self._q(_SQL_GET_RECORDS), tenant, scope, wanted))
+
+        if not wanted:
+            if self._pool is None:
+                raise NotOpenError("PostgresStore used before open() or after close()")
+            return {}
+        rows = await self._run(body, "get_records")
+        return {
+            row["key"]: self._open_record(tenant, scope, row["key"], row["value"], row["sealed"])
+            for row in rows
+        }
+
+    async def list_records(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+        descending: bool = False,
+    ) -> list[tuple[str, bytes]]:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        if limit <= 0:
+            return []
+        tenant = self._record_tenant()
+        where, params = _key_range(prefix, after, before, first=3)
+        order = "DESC" if descending else "ASC"
+        sql = (
+            f"SELECT key, value, sealed FROM records WHERE tenant = $1 AND scope = $2{where}"
+            f" ORDER BY key {order} LIMIT ${3 + len(params)}"
+        )
+
+        async def body(conn: Any, attempt: _Attempt) -> list[Any]:
+            return list(await conn.fetch(self._q(sql), tenant, scope, *params, _clamp(limit)))
+
+        rows = await self._run(body, "list_records")
+        return [
+            (row["key"], self._open_record(tenant, scope, row["key"], row["value"], row["sealed"]))
+            for row in rows
+        ]
+
+    async def delete_records(
+        self,
+        scope: str,
+        *,
+        keys: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> int:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        tenant = self._record_tenant()
+        args: tuple[Any, ...]
+        if keys is not None:
+            if not keys:
+                return 0
+            where, args = " AND key = ANY($3::text[])", (sorted(set(keys)),)
+        else:
+            where, args = _key_range(prefix or "", None, None, first=3)
+        # A concurrent deleter of the same row waits for the row lock, then finds it gone:
+        # exactly one of them counts it.
+        sql = (
+            f"WITH d AS (DELETE FROM records WHERE tenant = $1 AND scope = $2{where} RETURNING 1)"
+            " SELECT count(*) FROM d"
+        )
+
+        async def body(conn: Any, attempt: _Attempt) -> int:
+            attempt.write_sent = True
+            return int(await conn.fetchval(self._q(sql), tenant, scope, *args))
+
+        return await self._run(body, "delete_records")
+
+    async def list_scopes(
+        self, prefix: str, *, limit: int = 1000, after: str | None = None
+    ) -> list[str]:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        if limit <= 0:
+            return []
+        end = prefix_end(prefix)
+        args: list[Any] = [self._record_tenant(), prefix]
+        start = ""
+        if after is not None:
+            args.append(after)
+            start = f" AND scope > ${len(args)}"
+        stop = stop_r = ""
+        if end is not None:
+            args.append(end)
+            stop, stop_r = f" AND scope < ${len(args)}", f" AND r.scope < ${len(args)}"
+        args.append(_clamp(limit))
+        # A skip scan over the primary key: one index probe per distinct scope. PostgreSQL
+        # evaluates the recursive query only as far as the LIMIT reads it.
+        sql = f"""
+            WITH RECURSIVE s(scope) AS (
+                (SELECT scope FROM records WHERE tenant = $1 AND scope >= $2{start}{stop}
+                  ORDER BY scope LIMIT 1)
+                UNION ALL
+                SELECT (SELECT r.scope FROM records r
+                         WHERE r.tenant = $1 AND r.scope > s.scope{stop_r}
+                         ORDER BY r.scope LIMIT 1)
+                  FROM s WHERE s.scope IS NOT NULL
+            )
+            SELECT scope FROM s WHERE scope IS NOT NULL LIMIT ${len(args)}
+        """
+
+        async def body(conn: Any, attempt: _Attempt) -> list[str]:
+            return [row[0] for row in await conn.fetch(self._q(sql), *args)]
+
+        return await self._run(body, "list_scopes")
+
+    async def _export_records(
+        self, where: str, param: str, limit: int, after: tuple[str, str, str] | None
+    ) -> list[StoredRecord]:
+        if self._pool is None:
+            raise NotOpenError("PostgresStore used before open() or after close()")
+        if limit <= 0:
+            return []
+        tenant = self.tenant
+        sql = f"""
+            SELECT r.tenant, r.scope, r.key, r.value, r.sealed, r.session_id, r.user_id
+              FROM records r
+             WHERE {where} AND ($2::text IS NULL OR r.tenant = $2)
+               AND (r.tenant, r.scope, r.key) > ($3, $4, $5)
+             ORDER BY r.tenant, r.scope, r.key
+             LIMIT $6
+        """
+        # Every stored triple is after ("", "", ""): keys are never empty.
+        cursor = after if after is not None else ("", "", "")
+
+        async def body(conn: Any, attempt: _Attempt) -> list[Any]:
+            return list(await conn.fetch(self._q(sql), param, tenant, *cursor, _clamp(limit)))
+
+        rows = await self._run(body, "export")
+        return [
+            StoredRecord(
+                row["tenant"],
+                row["scope"],
+                row["key"],
+                self._open_record(
+                    row["tenant"], row["scope"], row["key"], row["value"], row["sealed"]
+                ),
+                row["session_id"],
+                _opt_unesc(row["user_id"]),
+            )
+            for row in rows
+        ]
+
+    async def list_session_records(
+        self, session_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        return await self._export_records("r.session_id = $1", session_id, limit, after)
+
+    async def list_user_records(
+        self, user_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        return await self._export_records(
+            "r.user_id = $1 AND NOT EXISTS (SELECT 1 FROM sessions s"
+            " WHERE s.session_id = r.session_id AND s.user_id = r.user_id)",
+            _esc(user_id),
+            limit,
+            after,
+        )

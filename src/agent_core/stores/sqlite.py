@@ -29,10 +29,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from agent_core.codec import dumps, encode_patched, loads, merge_patch
-from agent_core.crypto import is_sealed, open_checkpoints, open_session, open_value, seal_value
+from agent_core.crypto import (
+    is_sealed,
+    open_checkpoints,
+    open_record,
+    open_session,
+    open_value,
+    seal_record,
+    seal_value,
+)
 from agent_core.errors import (
     ConfigurationError,
     ConflictError,
@@ -49,9 +57,11 @@ from agent_core.stores.base import (
     RetentionPolicy,
     SessionRef,
     SessionStore,
+    StoredRecord,
     TierEpoch,
     bound_age,
     check_tenant,
+    prefix_end,
 )
 from agent_core.stores.migrations import Migration, load_migrations
 
@@ -113,6 +123,35 @@ _SCHEMA_TABLE = (
     "CREATE TABLE IF NOT EXISTS agent_core_schema ("
     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
 )
+
+_RECORD_COLUMNS = "tenant, scope, key, value, sealed, session_id, user_id, updated_at"
+_PUT_RECORD_KEEP = (
+    f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant, scope, key) DO NOTHING"
+)
+_PUT_RECORD = (
+    f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant, scope, key) DO UPDATE SET value = excluded.value,"
+    " sealed = excluded.sealed, session_id = excluded.session_id, user_id = excluded.user_id,"
+    " updated_at = excluded.updated_at"
+)
+
+
+def _key_range(prefix: str, after: str | None, before: str | None) -> tuple[str, tuple[str, ...]]:
+    """The ``AND key ...`` conditions (and their parameters) of a prefix and two cursors: key
+    ranges, so the primary key serves them."""
+    where, params = "", cast(tuple[str, ...], ())
+    if prefix:
+        where, params = " AND key >= ?", (prefix,)
+        end = prefix_end(prefix)
+        if end is not None:
+            where, params = where + " AND key < ?", (*params, end)
+    if after is not None:
+        where, params = where + " AND key > ?", (*params, after)
+    if before is not None:
+        where, params = where + " AND key < ?", (*params, before)
+    return where, params
+
 
 # Literals rather than bound parameters: SQLite only uses a partial index (WHERE state =
 # 'active') when the query's own text implies the index's condition.
@@ -462,8 +501,8 @@ class SQLiteStore(SessionStore):
         self.url = f"sqlite:///{self._path}"
         self._conn: sqlite3.Connection | None = None
         self._worker: _Worker | None = None
-        # " AND tenant = '<name>'" for a tenant-bound store (set in open()), else "".
-        self._mine = ""
+        # (tenant, its filter): see _mine.
+        self._filter: tuple[str | None, str] = (None, "")
         # Whether the library has SQLite's JSON functions (built in since 3.38, an option
         # before): found out at open(); without them reads and sweeps take a slower path.
         self._json = True
@@ -471,20 +510,31 @@ class SQLiteStore(SessionStore):
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
 
+    @property
+    def _mine(self) -> str:
+        """The tenant filter every statement appends: ``" AND tenant = '<name>' AND tenant <>
+        ''"`` for a tenant-bound store, ``""`` for an untenanted one. The name is checked (no
+        quote can occur), so it can be a literal, which lets the planner match the tenant's
+        partial indexes as it does the state literals; ``tenant <> ''`` is spelled out because
+        those indexes are partial on it and SQLite only uses a partial index whose terms the
+        statement contains."""
+        tenant, mine = self._filter
+        if tenant != self.tenant:
+            tenant = self.tenant
+            if tenant is None:
+                mine = ""
+            elif tenant == "":  # the rows of no tenant (the tenant indexes leave them out)
+                mine = " AND tenant = ''"
+            else:
+                mine = f" AND tenant = '{check_tenant(tenant)}' AND tenant <> ''"
+            self._filter = (tenant, mine)
+        return mine
+
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         if self._conn is not None:
             return
-        # The name is checked (no quote can occur), so it can be a literal: the planner then
-        # matches the tenant's partial indexes, as it does the state literals.
-        # "tenant <> ''" too: the tenant indexes are partial on it, and SQLite only uses a
-        # partial index whose terms the statement spells out.
-        self._mine = (
-            ""
-            if self.tenant is None
-            else f" AND tenant = '{check_tenant(self.tenant)}' AND tenant <> ''"
-        )
         worker = _Worker()
         opened: list[sqlite3.Connection] = []
 
@@ -742,6 +792,36 @@ class SQLiteStore(SessionStore):
                 )
                 done += 1
             return done, (rows[-1][0] if len(rows) == limit else None)
+
+        return await self._write(body)
+
+    async def reseal_records(
+        self, after: tuple[str, str, str], limit: int
+    ) -> tuple[int, tuple[str, str, str] | None]:
+        sealer = self.sealer
+        if sealer is None:
+            raise ConfigurationError("rotate_keys needs encryption_keys")
+        # Sealer.seal_bytes output starts with "$<kid>.": the rows that do not are picked.
+        mark = b"$" + sealer.kid.encode() + b"."
+
+        def body(conn: sqlite3.Connection) -> tuple[int, tuple[str, str, str] | None]:
+            rows = conn.execute(
+                "SELECT tenant, scope, key, value, sealed FROM records"
+                " WHERE (tenant, scope, key) > (?, ?, ?)"
+                " AND NOT (sealed = 1 AND substr(value, 1, ?) = ?)"
+                f"{self._mine} ORDER BY tenant, scope, key LIMIT ?",
+                (*after, len(mark), mark, _bound(limit)),
+            ).fetchall()
+            for tenant, scope, key, value, sealed in rows:
+                plain = open_record(sealer, bytes(value), bool(sealed), tenant, scope, key)
+                conn.execute(
+                    "UPDATE records SET value = ?, sealed = 1"
+                    " WHERE tenant = ? AND scope = ? AND key = ?",
+                    (seal_record(sealer, plain, tenant, scope, key), tenant, scope, key),
+                )
+            if len(rows) < limit:
+                return len(rows), None
+            return len(rows), (rows[-1][0], rows[-1][1], rows[-1][2])
 
         return await self._write(body)
 
@@ -1096,24 +1176,40 @@ class SQLiteStore(SessionStore):
             clauses.append("user_id = ?")
             params.append(user_id)
         where = " AND ".join(clauses) + self._mine
+        # Purging a user alone also removes the records with that user_id (of this tenant).
+        user_records: tuple[str, tuple[str, ...]] | None = None
+        if session_id is None and user_id is not None:
+            if self.tenant is None:
+                user_records = ("DELETE FROM records WHERE user_id = ?", (user_id,))
+            else:
+                user_records = (
+                    "DELETE FROM records WHERE user_id = ? AND tenant = ?",
+                    (user_id, self.tenant),
+                )
+        erased = [0]
 
         def body(conn: sqlite3.Connection) -> list[SessionRef]:
             found = conn.execute(
                 f"SELECT {_REF_COLUMNS} FROM sessions WHERE {where} ORDER BY session_id", params
             ).fetchall()
-            # Checkpoints go with their session through ON DELETE CASCADE.
+            # Checkpoints and records go with their session through ON DELETE CASCADE.
             conn.execute(f"DELETE FROM sessions WHERE {where}", params)
+            if user_records is not None:
+                erased[0] = conn.execute(*user_records).rowcount
             return [_ref(row) for row in found]
 
-        return await self._purge_with(body)
+        return await self._purge_with(body, erased)
 
-    async def _purge_with(self, body: _Body[list[SessionRef]]) -> list[SessionRef]:
-        """Run the purge transaction ``body``; if it removed anything, erase it from the files."""
+    async def _purge_with(
+        self, body: _Body[list[SessionRef]], erased: list[int] | None = None
+    ) -> list[SessionRef]:
+        """Run the purge transaction ``body``; if it removed anything (sessions, or records
+        it counted in ``erased[0]``), erase it from the files."""
         conn, worker = self._require_open()
 
         def purge_sync() -> list[SessionRef]:
             removed = self._write_sync(conn, body)
-            if removed:
+            if removed or (erased is not None and erased[0] > 0):
                 self._erase_sync(conn)
             return removed
 
@@ -1209,7 +1305,7 @@ class SQLiteStore(SessionStore):
         # Without ANALYZE statistics the planner may prefer the all-states index on user_id or
         # agent_type and filter out every finished session; pin the partial index.
         index = ""
-        tenant = "tenant_" if self._mine else ""
+        tenant = "tenant_" if self.tenant else ""
         if state is SessionState.ACTIVE and user_id is not None:
             index = f" INDEXED BY sessions_{tenant}active_by_user"
         elif state is SessionState.ACTIVE and agent_type is not None:
@@ -1234,7 +1330,7 @@ class SQLiteStore(SessionStore):
         columns = "session_id, version, agent_type, user_id, tenant" + (
             "" if in_sql else ", context"
         )
-        index = "sessions_tenant_stale_sweep" if self._mine else "sessions_stale_sweep"
+        index = "sessions_tenant_stale_sweep" if self.tenant else "sessions_stale_sweep"
 
         def body(conn: sqlite3.Connection) -> list[SessionRef]:
             now = _now_us()
@@ -1320,7 +1416,7 @@ class SQLiteStore(SessionStore):
         await self._write(body)
 
     async def expire_leases(self, *, limit: int) -> list[Lease]:
-        index = "sessions_tenant_lease_expiry" if self._mine else "sessions_lease_expiry"
+        index = "sessions_tenant_lease_expiry" if self.tenant else "sessions_lease_expiry"
 
         def body(conn: sqlite3.Connection) -> list[Lease]:
             expired = conn.execute(
@@ -1414,7 +1510,7 @@ class SQLiteStore(SessionStore):
             return []
         max_age_us = bound_age(max_age) // _US
         marks = ", ".join(f"'{value}'" for value in wanted)
-        index = "sessions_tenant_by_state" if self._mine else "sessions_by_state"
+        index = "sessions_tenant_by_state" if self.tenant else "sessions_by_state"
 
         def body(conn: sqlite3.Connection) -> list[SessionRef]:
             found = conn.execute(
@@ -1423,7 +1519,7 @@ class SQLiteStore(SessionStore):
                 " ORDER BY session_id LIMIT ?",
                 (after or "", _now_us() - max_age_us, _bound(limit)),
             ).fetchall()
-            # Checkpoints go with their session through ON DELETE CASCADE.
+            # Checkpoints and records go with their session through ON DELETE CASCADE.
             conn.executemany(
                 "DELETE FROM sessions WHERE session_id = ?", [(row[0],) for row in found]
             )
@@ -1437,7 +1533,7 @@ class SQLiteStore(SessionStore):
         self._require_open()
         if limit <= 0:
             return []
-        index = "sessions_tenant_by_user" if self._mine else "sessions_by_user"
+        index = "sessions_tenant_by_user" if self.tenant else "sessions_by_user"
 
         def body(conn: sqlite3.Connection) -> list[AgentSession]:
             return [
@@ -1575,3 +1671,224 @@ class SQLiteStore(SessionStore):
             ]
 
         return await self._read(body)
+
+    # --- records ---------------------------------------------------------------------------
+
+    def _record_tenant(self) -> str:
+        return self.tenant or ""
+
+    def _open_record(self, tenant: str, scope: str, key: str, value: bytes, sealed: int) -> bytes:
+        return open_record(self.sealer, bytes(value), bool(sealed), tenant, scope, key)
+
+    async def put_records(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        keep_existing: bool = False,
+    ) -> int:
+        self._require_open()
+        tenant = self._record_tenant()
+        sealer = self.sealer
+        sealed = int(sealer is not None)
+        rows = [
+            (
+                tenant,
+                scope,
+                key,
+                seal_record(sealer, value, tenant, scope, key),
+                sealed,
+                session_id,
+                user_id,
+            )
+            for key, value in items
+        ]
+        sql = _PUT_RECORD_KEEP if keep_existing else _PUT_RECORD
+
+        def body(conn: sqlite3.Connection) -> int:
+            # BEGIN IMMEDIATE holds the write lock: the session stays live until the commit.
+            if session_id is not None:
+                _live(conn, session_id, self._mine)
+            now = _now_us()
+            cursor = conn.executemany(sql, [(*row, now) for row in rows])
+            return max(cursor.rowcount, 0)
+
+        return await self._write(body)
+
+    async def get_records(self, scope: str, keys: Sequence[str]) -> dict[str, bytes]:
+        self._require_open()
+        tenant = self._record_tenant()
+        wanted = sorted(set(keys))
+        chunks = [wanted[i : i + _IN_CHUNK] for i in range(0, len(wanted), _IN_CHUNK)]
+
+        def body(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            found: list[tuple[Any, ...]] = []
+            for chunk in chunks:
+                marks = ", ".join("?" * len(chunk))
+                found.extend(
+                    conn.execute(
+                        "SELECT key, value, sealed FROM records"
+                        f" WHERE tenant = ? AND scope = ? AND key IN ({marks})",
+                        (tenant, scope, *chunk),
+                    )
+                )
+            return found
+
+        if not chunks:
+            return {}
+        found = await self._read(body, snapshot=len(chunks) > 1)
+        return {
+            key: self._open_record(tenant, scope, key, value, sealed)
+            for key, value, sealed in found
+        }
+
+    async def list_records(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+        descending: bool = False,
+    ) -> list[tuple[str, bytes]]:
+        self._require_open()
+        if limit <= 0:
+            return []
+        tenant = self._record_tenant()
+        where, params = _key_range(prefix, after, before)
+        order = "DESC" if descending else "ASC"
+        sql = (
+            "SELECT key, value, sealed FROM records WHERE tenant = ? AND scope = ?"
+            f"{where} ORDER BY key {order} LIMIT ?"
+        )
+        args = (tenant, scope, *params, _bound(limit))
+
+        def body(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, args).fetchall()
+
+        found = await self._read(body)
+        return [
+            (key, self._open_record(tenant, scope, key, value, sealed))
+            for key, value, sealed in found
+        ]
+
+    async def delete_records(
+        self,
+        scope: str,
+        *,
+        keys: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> int:
+        self._require_open()
+        tenant = self._record_tenant()
+
+        def body(conn: sqlite3.Connection) -> int:
+            if keys is not None:
+                cursor = conn.executemany(
+                    "DELETE FROM records WHERE tenant = ? AND scope = ? AND key = ?",
+                    [(tenant, scope, key) for key in dict.fromkeys(keys)],
+                )
+            else:
+                where, params = _key_range(prefix or "", None, None)
+                cursor = conn.execute(
+                    f"DELETE FROM records WHERE tenant = ? AND scope = ?{where}",
+                    (tenant, scope, *params),
+                )
+            return max(cursor.rowcount, 0)
+
+        if keys is not None and not keys:
+            return 0
+        return await self._write(body)
+
+    async def list_scopes(
+        self, prefix: str, *, limit: int = 1000, after: str | None = None
+    ) -> list[str]:
+        self._require_open()
+        if limit <= 0:
+            return []
+        tenant = self._record_tenant()
+        end = prefix_end(prefix)
+        # One index probe per scope (a skip scan): the next scope after the last one found.
+        first = (
+            "SELECT scope FROM records WHERE tenant = ? AND scope >= ?"
+            + ("" if after is None else " AND scope > ?")
+            + ("" if end is None else " AND scope < ?")
+            + " ORDER BY scope LIMIT 1"
+        )
+        step = (
+            "SELECT scope FROM records WHERE tenant = ? AND scope > ?"
+            + ("" if end is None else " AND scope < ?")
+            + " ORDER BY scope LIMIT 1"
+        )
+        tail = () if end is None else (end,)
+        head = (tenant, prefix, *(() if after is None else (after,)), *tail)
+
+        def body(conn: sqlite3.Connection) -> list[str]:
+            found = conn.execute(first, head).fetchone()
+            out: list[str] = []
+            while found is not None:
+                out.append(found[0])
+                if len(out) >= limit:
+                    break
+                found = conn.execute(step, (tenant, found[0], *tail)).fetchone()
+            return out
+
+        return await self._read(body, snapshot=True)
+
+    def _stored_records(self, found: list[tuple[Any, ...]]) -> list[StoredRecord]:
+        return [
+            StoredRecord(
+                tenant,
+                scope,
+                key,
+                self._open_record(tenant, scope, key, value, sealed),
+                session_id,
+                user_id,
+            )
+            for tenant, scope, key, value, sealed, session_id, user_id in found
+        ]
+
+    async def _export_records(
+        self, where: str, params: tuple[Any, ...], limit: int, after: tuple[str, str, str] | None
+    ) -> list[StoredRecord]:
+        self._require_open()
+        if limit <= 0:
+            return []
+        clauses = [where]
+        args: list[Any] = list(params)
+        if self.tenant is not None:
+            clauses.append("r.tenant = ?")
+            args.append(self.tenant)
+        if after is not None:
+            clauses.append("(r.tenant, r.scope, r.key) > (?, ?, ?)")
+            args.extend(after)
+        sql = (
+            "SELECT r.tenant, r.scope, r.key, r.value, r.sealed, r.session_id, r.user_id"
+            f" FROM records AS r WHERE {' AND '.join(clauses)}"
+            " ORDER BY r.tenant, r.scope, r.key LIMIT ?"
+        )
+        args.append(_bound(limit))
+
+        def body(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, args).fetchall()
+
+        return self._stored_records(await self._read(body))
+
+    async def list_session_records(
+        self, session_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        return await self._export_records("r.session_id = ?", (session_id,), limit, after)
+
+    async def list_user_records(
+        self, user_id: str, *, limit: int = 100, after: tuple[str, str, str] | None = None
+    ) -> list[StoredRecord]:
+        return await self._export_records(
+            "r.user_id = ? AND NOT EXISTS (SELECT 1 FROM sessions AS s"
+            " WHERE s.session_id = r.session_id AND s.user_id = r.user_id)",
+            (user_id,),
+            limit,
+            after,
+        )

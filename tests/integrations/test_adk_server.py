@@ -1,0 +1,189 @@
+"""``agentcore`` session service URIs: how they map to agent-core stores, that ADK's own URI
+resolution builds our service from them, and that ADK's API server (``adk api_server``, built
+in-process) creates a session and runs a turn through HTTP on it."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from google.adk.cli import service_registry
+from google.adk.cli.fast_api import get_fast_api_app
+from google.adk.cli.utils.service_factory import create_session_service_from_options
+
+from agent_core.errors import ConfigurationError
+from agent_core.integrations import adk
+from agent_core.integrations.adk import AgentCoreSessionService, manager_from_uri, register
+from agent_core.sessions import SessionManager
+from agent_core.stores.memory import MemoryStore
+
+# ADK's API server builds services it marks experimental; the warning is ADK's own.
+pytestmark = pytest.mark.filterwarnings(r"ignore:\[EXPERIMENTAL\]:UserWarning")
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """ADK's process-wide registry, rebuilt with only ADK's own schemes for this test."""
+    monkeypatch.setattr(service_registry, "_service_registry_instance", None)
+    yield
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[SessionManager]:
+    """The managers that services built from URIs in this test (closed by the test)."""
+    managers: list[SessionManager] = []
+    real = adk.manager_from_uri
+
+    def record(uri: str, **options: Any) -> SessionManager:
+        manager = real(uri, **options)
+        managers.append(manager)
+        return manager
+
+    monkeypatch.setattr(adk, "manager_from_uri", record)
+    return managers
+
+
+# --- the URI forms ------------------------------------------------------------------------------
+
+
+def test_uri_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "s.db"
+    manager = manager_from_uri(f"agentcore+sqlite:///{db}")
+    assert manager.store.url == f"sqlite:///{db}"
+    assert manager.namespace == "agent_core"
+
+    manager = manager_from_uri(
+        "agentcore+postgresql://app:secret@db.example:5432/agents"
+        "?sslmode=disable&namespace=tutoring&cache_url=valkey://cache:6379/0"
+    )
+    assert manager.namespace == "tutoring"
+    assert "sslmode=disable" in manager.store.url
+    assert "secret" not in manager.store.url and "db.example:5432/agents" in manager.store.url
+    assert "namespace" not in manager.store.url and "cache_url" not in manager.store.url
+
+    assert isinstance(manager_from_uri("agentcore+memory://").store, MemoryStore)
+
+    monkeypatch.setenv("AGENT_CORE_STORE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    monkeypatch.setenv("AGENT_CORE_NAMESPACE", "from_env")
+    manager = manager_from_uri("agentcore://")
+    assert manager.store.url == f"sqlite:///{tmp_path / 'env.db'}"
+    assert manager.namespace == "from_env"
+
+    for bad in ("agentcore://somewhere/x.db", "postgresql://db/x", "agentcore+ftp://x"):
+        with pytest.raises(ConfigurationError):
+            manager_from_uri(bad)
+
+
+async def test_service_from_uri_owns_its_manager(tmp_path: Path) -> None:
+    uri = f"agentcore+sqlite:///{tmp_path / 's.db'}"
+    async with AgentCoreSessionService(uri=uri, agents_dir=str(tmp_path)) as service:
+        s = await service.create_session(app_name="a", user_id="u", state={"k": 1})
+    # closed with the service; a second service on the same file sees the session
+    async with AgentCoreSessionService.from_uri(uri) as again:
+        got = await again.get_session(app_name="a", user_id="u", session_id=s.id)
+        assert got is not None and got.state == {"k": 1}
+    with pytest.raises(ConfigurationError):
+        AgentCoreSessionService()
+    with pytest.raises(ConfigurationError):
+        AgentCoreSessionService(SessionManager(), uri=uri)
+
+
+async def test_adk_uri_resolution_builds_our_service(
+    tmp_path: Path, fresh_registry: None, built: list[SessionManager]
+) -> None:
+    register()
+    register()  # idempotent
+    for uri in (
+        f"agentcore+sqlite:///{tmp_path / 's.db'}",
+        "agentcore+memory://",
+    ):
+        service = create_session_service_from_options(base_dir=tmp_path, session_service_uri=uri)
+        assert isinstance(service, AgentCoreSessionService)
+        s = await service.create_session(app_name="a", user_id="u")
+        assert await service.get_session(app_name="a", user_id="u", session_id=s.id) is not None
+        await service.close()
+    assert len(built) == 2
+
+
+# --- adk api_server -----------------------------------------------------------------------------
+
+
+def _agents_dir(root: Path, app: str, *, yaml: bool) -> Path:
+    agents = root / "agents"
+    (agents / app).mkdir(parents=True)
+    (agents / app / "__init__.py").write_text("from . import agent\n")
+    (agents / app / "agent.py").write_text(
+        "from tests.integrations.test_adk_runner import make_agent\n\nroot_agent = make_agent()\n"
+    )
+    if yaml:
+        # ADK's no-code registration: the class is called with uri= and agents_dir=.
+        (agents / "services.yaml").write_text(
+            textwrap.dedent(
+                """\
+                services:
+                  - scheme: agentcore+sqlite
+                    type: session
+                    class: agent_core.integrations.adk.AgentCoreSessionService
+                """
+            )
+        )
+    return agents
+
+
+@pytest.mark.parametrize("registration", ["register()", "services.yaml"])
+async def test_api_server_runs_a_turn_on_agent_core(
+    tmp_path: Path, fresh_registry: None, built: list[SessionManager], registration: str
+) -> None:
+    app_name = f"scribe_{uuid.uuid4().hex[:8]}"
+    agents = _agents_dir(tmp_path, app_name, yaml=registration == "services.yaml")
+    if registration == "register()":
+        register()
+    db = tmp_path / "sessions.db"
+    app = get_fast_api_app(
+        agents_dir=str(agents),
+        session_service_uri=f"agentcore+sqlite:///{db}",
+        web=False,
+        use_local_storage=False,
+    )
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            r = await client.post(
+                f"/apps/{app_name}/users/u1/sessions", json={"state": {"user:tier": "gold"}}
+            )
+            assert r.status_code == 200, r.text
+            session_id = r.json()["id"]
+            r = await client.post(
+                "/run",
+                json={
+                    "app_name": app_name,
+                    "user_id": "u1",
+                    "session_id": session_id,
+                    "new_message": {"role": "user", "parts": [{"text": "remember figs"}]},
+                },
+            )
+            assert r.status_code == 200, r.text
+            texts = [p.get("text") for e in r.json() for p in e["content"]["parts"]]
+            assert texts[-1] == "saved #1"
+            r = await client.get(f"/apps/{app_name}/users/u1/sessions/{session_id}")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["state"]["notes"] == ["figs"]
+            assert body["state"]["user:count"] == 1 and body["state"]["user:tier"] == "gold"
+            assert len(body["events"]) == 4  # user message, call, response, reply
+    finally:
+        for manager in built:
+            await manager.close()
+    assert len(built) == 1
+    # another process (here: a plain manager on the same file) sees the run as a session
+    async with SessionManager.from_url(f"sqlite:///{db}") as manager:
+        key = adk.adk_session_id(app_name, "u1", session_id, tenant=None)
+        head = await manager.get_session(key)
+        assert head is not None and head.agent_type == f"adk:{app_name}"
+        trail = await manager.list_checkpoints(key)
+        assert [cp.name for cp in trail].count(adk.EVENT_CHECKPOINT) == 4
