@@ -326,3 +326,30 @@ async def test_caches_never_serve_another_tenants_session(trio: Trio) -> None:
     assert got is not None and got.context == {"k": 2} and got.tenant == "acme"
     if acme.local is not None or acme.tier.caches:
         assert acme.stats["hits.local"] + acme.stats["hits.shared"] > hits
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+async def test_records_are_confined_to_the_tenant(trio: Trio) -> None:
+    acme, globex, admin = trio
+    theirs = await globex.create_session("grader", "u1")
+    unknown = str(uuid.uuid4())
+    # Attaching records to another tenant's session is attaching them to an unknown id.
+    assert await outcome(
+        acme.put_records("s", [("k", b"v")], session_id=theirs.session_id)
+    ) == await outcome(acme.put_records("s", [("k", b"v")], session_id=unknown))
+    assert await acme.list_records("s") == []
+    await globex.put_records("s", [("k", b"globex")], session_id=theirs.session_id)
+    await globex.put_records("s", [("u", b"globex")], user_id="u1")
+    await acme.put_records("s", [("k", b"acme"), ("u", b"acme")], user_id="u1")
+    assert await acme.get_records("s", ["k", "u"]) == {"k": b"acme", "u": b"acme"}
+    assert await globex.get_records("s", ["k", "u"]) == {"k": b"globex", "u": b"globex"}
+    assert await acme.list_scopes("") == ["s"]
+    # acme's purge of its user u1 leaves globex's u1 (sessions and records) alone.
+    assert await acme.purge(user_id="u1") == 0
+    assert await acme.get_records("s", ["k", "u"]) == {}
+    assert await globex.get_records("s", ["k", "u"]) == {"k": b"globex", "u": b"globex"}
+    # A session's records go with it, whoever purges it.
+    assert await admin.purge(session_id=theirs.session_id) == 1
+    assert await globex.get_records("s", ["k", "u"]) == {"u": b"globex"}
