@@ -948,8 +948,10 @@ class PostgresStore(SessionStore):
             except denied as exc:
                 hint = getattr(exc, "hint", None)
                 raise ConfigurationError(
-                    f"PostgreSQL ({self.url}): a store bound to tenant {self.tenant!r} needs"
-                    f" the role {self._tenant_role}: {exc}" + (f" ({hint})" if hint else "")
+                    f"PostgreSQL ({self.url}): a store bound to tenant {self.tenant!r} sets up"
+                    f" row-level security for the role {self._tenant_role} (the role, its"
+                    f" grants and a policy per table, which needs the tables' owner): {exc}"
+                    + (f" ({hint})" if hint else "")
                 ) from exc
 
         await self._run(body, "tenant setup", timeout=max(self._command_timeout, 30.0))
