@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from agent_core.bus.base import SessionEvent
-from agent_core.errors import ConfigurationError
+from agent_core.errors import ConfigurationError, ConflictError
 from agent_core.models import Lease
 from agent_core.sessions import AgentSession, SessionManager, SessionState
 from tests.conftest import MakeManager
@@ -353,3 +353,15 @@ async def test_records_are_confined_to_the_tenant(trio: Trio) -> None:
     # A session's records go with it, whoever purges it.
     assert await admin.purge(session_id=theirs.session_id) == 1
     assert await globex.get_records("s", ["k", "u"]) == {"u": b"globex"}
+
+
+async def test_an_id_taken_by_another_tenant_cannot_be_created_again(trio: Trio) -> None:
+    # Session ids are global: the store refuses the id (a conflict), and the owner's session
+    # is left as it was.
+    acme, globex, _ = trio
+    owned = await acme.create_session("grader", "u1", context={"k": 1})
+    with pytest.raises(ConflictError):
+        await globex.create_session("grader", "u1", session_id=owned.session_id)
+    got = await acme.get_session(owned.session_id)
+    assert got is not None and got.version == 1 and got.context == {"k": 1}
+    assert await globex.get_session(owned.session_id) is None
