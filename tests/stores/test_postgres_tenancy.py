@@ -21,7 +21,7 @@ import pytest
 
 from agent_core.errors import ConfigurationError
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint
-from agent_core.stores.postgres import PostgresStore
+from agent_core.stores.postgres import _SQL_EXPIRE_LEASES, _SQL_SWEEP, PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -296,12 +296,15 @@ async def test_a_tenants_listings_use_the_tenant_indexes(stores: Stores) -> None
         await conn.execute(
             """
             INSERT INTO sessions (session_id, agent_type, user_id, state, created_at,
-                                  updated_at, last_heartbeat, tenant)
+                                  updated_at, last_heartbeat, lease_owner, lease_expires_at,
+                                  tenant)
             SELECT gen_random_uuid()::text, 'agent-' || (i % 7), 'user-' || (i % 50),
                    (ARRAY['active', 'paused', 'completed', 'failed'])[1 + i % 4],
-                   now(), now(), now(),
-                   CASE WHEN i % 3 = 0 THEN '' ELSE 'tenant' || (i % 20) END
-            FROM generate_series(1, 6000) AS i
+                   now(), now(), now() - (i % 100) * interval '1 minute',
+                   CASE WHEN i % 10 = 0 THEN 'w' END, now() + (i % 50) * interval '1 minute',
+                   CASE WHEN i % 20 = 0 THEN 'acme' WHEN i % 3 = 0 THEN ''
+                        ELSE 'tenant' || (i % 20) END
+            FROM generate_series(1, 20000) AS i
             """
         )
         await conn.execute("ANALYZE")
@@ -321,6 +324,11 @@ async def test_a_tenants_listings_use_the_tenant_indexes(stores: Stores) -> None
         for sql, args in cases:
             found = await plan(sql, *args)
             assert "Seq Scan" not in found and "sessions_tenant_" in found, found
+        # The reaper's statements: the stale sweep and lease expiry.
+        found = await plan(_SQL_SWEEP, 60_000_000, 100)
+        assert "sessions_tenant_stale" in found, found
+        found = await plan(_SQL_EXPIRE_LEASES, 100)
+        assert "sessions_tenant_leases" in found, found
         # The untenanted store's statements never pick a tenant index.
         for sql, args in cases:
             rows = await conn.fetch("EXPLAIN " + stores.admin._q(sql), *args)
