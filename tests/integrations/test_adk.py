@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -350,6 +351,33 @@ async def test_parallel_appends_through_one_object_take_turns(
     assert got.state == {f"k{i}": i for i in range(5)}
 
 
+async def test_agent_core_writes_do_not_make_adk_sessions_stale(
+    make_manager: MakeManager,
+) -> None:
+    """Heartbeats, leases and an operator's context patch move the agent-core version, not
+    the ADK revision: the runner's session object stays current, and the patch is kept."""
+    manager = await make_manager()
+    service = AgentCoreSessionService(manager)
+    s = await service.create_session(app_name=_app(), user_id="u", state={"k": 1})
+    key = service.session_id_of(s.app_name, "u", s.id)
+    await service.append_event(s, _event(delta={"k": 2}))
+    await manager.heartbeat(key)
+    lease = await manager.claim(key, "operator", timedelta(seconds=30))
+    await manager.release(lease)
+    await manager.patch_context(key, {"note": "from the operator"})
+    await service.append_event(s, _event(delta={"k": 3}))
+    other = AgentCoreSessionService(await make_manager())  # no cached head there
+    await manager.heartbeat(key)
+    got = await other.get_session(app_name=s.app_name, user_id="u", session_id=s.id)
+    assert got is not None
+    assert got.state == {"k": 3, "note": "from the operator"}
+    assert len(got.events) == 2
+    await manager.heartbeat(key)
+    await other.append_event(got, _event())
+    with pytest.raises(StaleSessionError):
+        await service.append_event(s, _event())
+
+
 async def test_session_built_by_hand(service: AgentCoreSessionService) -> None:
     """A session object without our revision marker: stale only if the store holds newer
     events than the object (DatabaseSessionService's fallback)."""
@@ -389,6 +417,7 @@ async def test_adk_session_is_one_agent_core_session(
         "user_id": "u1",
         "session_id": s.id,
         "last_update_time": event.timestamp,
+        "revision": 1,
     }
     trail = await manager.list_checkpoints(key)
     assert [cp.name for cp in trail] == ["session_created", EVENT_CHECKPOINT]
