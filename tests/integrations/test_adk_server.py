@@ -5,6 +5,7 @@ in-process) creates a session and runs a turn through HTTP on it."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import subprocess
@@ -263,3 +264,21 @@ async def test_adk_api_server_command(tmp_path: Path, command: str) -> None:
         assert head.context == {"last_reply": "echo: hello"}
         trail = await manager.list_checkpoints(key)
         assert [cp.name for cp in trail] == ["session_created"] + [adk.EVENT_CHECKPOINT] * 2
+
+
+@pytest.mark.skipif(
+    "tenant" not in inspect.signature(SessionManager).parameters,
+    reason="tenants (SessionManager(tenant=...)) have not landed yet",
+)
+async def test_tenant_in_uri(tmp_path: Path) -> None:
+    uri = f"agentcore+sqlite:///{tmp_path / 's.db'}"
+    async with (
+        AgentCoreSessionService(uri=uri + "?tenant=acme") as acme,
+        AgentCoreSessionService(uri=uri + "?tenant=globex") as globex,
+    ):
+        s = await acme.create_session(app_name="a", user_id="u", session_id="s1")
+        assert acme.session_id_of("a", "u", "s1") != globex.session_id_of("a", "u", "s1")
+        assert await globex.get_session(app_name="a", user_id="u", session_id="s1") is None
+        await globex.create_session(app_name="a", user_id="u", session_id="s1")
+        got = await acme.get_session(app_name="a", user_id="u", session_id="s1")
+        assert got is not None and got.id == s.id
