@@ -141,10 +141,19 @@ def _agents_dir(root: Path, app: str, *, yaml: bool) -> Path:
     return agents
 
 
-@pytest.mark.parametrize("registration", ["register()", "services.yaml"])
+@pytest.mark.parametrize(
+    ("registration", "web"),
+    [("register()", False), ("services.yaml", False), ("register()", True)],
+    ids=["api_server", "api_server-services.yaml", "web"],
+)
 async def test_api_server_runs_a_turn_on_agent_core(
-    tmp_path: Path, fresh_registry: None, built: list[SessionManager], registration: str
+    tmp_path: Path,
+    fresh_registry: None,
+    built: list[SessionManager],
+    registration: str,
+    web: bool,
 ) -> None:
+    """``adk api_server`` (and ``adk web``: the same app with the dev UI's endpoints)."""
     app_name = f"scribe_{uuid.uuid4().hex[:8]}"
     agents = _agents_dir(tmp_path, app_name, yaml=registration == "services.yaml")
     if registration == "register()":
@@ -153,7 +162,7 @@ async def test_api_server_runs_a_turn_on_agent_core(
     app = get_fast_api_app(
         agents_dir=str(agents),
         session_service_uri=f"agentcore+sqlite:///{db}",
-        web=False,
+        web=web,
         use_local_storage=False,
     )
     try:
