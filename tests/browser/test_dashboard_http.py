@@ -380,3 +380,23 @@ def test_the_event_stream_says_when_a_session_changes(server: LiveServer, tenant
         assert "event: changed" in lines
         assert lines[-1] == f"data: {sid}"
         assert client.get("/ui/live", params={"session": "not-an-id"}).status_code == 404
+
+
+def test_the_cookie_is_secure_when_the_request_came_over_https(
+    server: LiveServer, tenant: str
+) -> None:
+    key, _ = server.create_key(tenant, "reader")
+    # uvicorn takes the scheme from X-Forwarded-Proto of a trusted proxy (127.0.0.1 here).
+    with _client(server) as client:
+        client.headers["x-forwarded-proto"] = "https"
+        page = client.get("/signin")
+        assert "secure" in page.headers["set-cookie"].lower().split("; ")
+        # httpx would not send a Secure cookie over http: hand it over as the browser would.
+        cookie = page.headers["set-cookie"].split(";")[0]
+        response = client.post(
+            "/signin",
+            data={"key": key, "csrf": _csrf(page.text), "next": "/"},
+            headers={"cookie": cookie},
+        )
+        assert response.status_code == 303
+        assert "secure" in response.headers["set-cookie"].lower().split("; ")
