@@ -159,6 +159,8 @@ def test_sign_in_redirects_only_inside_the_site(server: LiveServer, tenant: str)
             ("//evil.example/x", "/"),
             ("https://evil.example/", "/"),
             ("/\\evil.example", "/"),
+            ("/\t/evil.example", "/"),
+            ("/x\\..\\/evil", "/"),
             ("/sessions?state=paused", "/sessions?state=paused"),
         ):
             client.cookies.clear()

@@ -262,7 +262,10 @@ def _finish(request: Request, response: Response, viewer: Viewer | None) -> Resp
 
 def _safe_next(target: str | None) -> str:
     """Only a path of this site: never ``//evil`` or ``https://evil`` (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    # Browsers drop tabs and newlines from a URL and read a backslash as a slash.
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return "/"
     return target
 
@@ -365,7 +368,10 @@ def _csrf_refused(request: Request, viewer: Viewer) -> Response:
 
 @router.get("/signin", response_class=HTMLResponse)
 async def signin_page(request: Request) -> Response:
-    viewer = await _viewer(request)
+    try:
+        viewer = await _viewer(request)
+    except StoreUnavailable:
+        return _unavailable(request)
     target = _safe_next(request.query_params.get("next"))
     if viewer.manager is not None:
         return _finish(request, RedirectResponse(target, status_code=303), viewer)
@@ -622,15 +628,18 @@ async def change_state(request: Request, session_id: str) -> Response:
             return _finish(request, Response("unknown action", status_code=400), viewer)
         try:
             sid = codec.validate_session_id(session_id)
+        except ValidationError:
+            return _finish(request, RedirectResponse("/sessions", status_code=303), viewer)
+        try:
             await manager.set_state(sid, ACTIONS[action][0])
             outcome = action
         except InvalidTransition:
             outcome = "invalid"
-        except (SessionNotFound, ValidationError):
+        except SessionNotFound:
             outcome = "gone"
         return _finish(
             request,
-            RedirectResponse(f"/sessions/{session_id}?done={outcome}", status_code=303),
+            RedirectResponse(f"/sessions/{sid}?done={outcome}", status_code=303),
             viewer,
         )
 
