@@ -157,7 +157,7 @@ def _dashboard(request: Request) -> _Dashboard:
         )
         static = _Static()
         env.globals["static_url"] = static.url
-        env.filters.update(ago=_ago, when=_when, pretty=_pretty, short=_short)
+        env.filters.update(ago=_ago, when=_when, pretty=_pretty, short=_short, count=_count)
         dash = _Dashboard(CookieSigner(secret), env, static)
         state.dashboard = dash
     return dash
@@ -184,6 +184,10 @@ def _when(value: datetime | None) -> str:
 
 def _pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def _short(session_id: str) -> str:
