@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypedDict
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ERROR, INTERRUPT, Checkpoint, empty_checkpoint
+from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 
@@ -194,6 +195,25 @@ async def test_prune_delete_keeps_the_session(manager: SessionManager, strategy:
     assert await manager.get_session(session_id_for("langgraph", thread)) is not None
 
 
+async def test_keep_latest_refuses_delta_channel_threads_before_pruning_any(
+    manager: SessionManager,
+) -> None:
+    saver = AgentCoreSaver(manager)
+    plain, delta = str(uuid.uuid4()), str(uuid.uuid4())
+    await _graph(saver).ainvoke({"steps": []}, _config(plain))
+    await saver.aput(
+        _config(delta), _checkpoint({}, {}), {"counters_since_delta_snapshot": {"x": (1, 1)}}, {}
+    )
+    with pytest.raises(NotImplementedError, match="DeltaChannel"):
+        await saver.aprune([plain, delta], strategy="keep_latest")
+    assert len([t async for t in saver.alist(_config(plain))]) == 4
+    await saver.aprune([plain], strategy="keep_latest")
+    kept = [t async for t in saver.alist(_config(plain))]
+    assert len(kept) == 1
+    assert kept[0].parent_config is None
+    assert kept[0].checkpoint["channel_values"] == {"steps": ["a", "b"]}
+
+
 async def test_prune_rejects_unknown_strategies_and_a_single_string(
     manager: SessionManager,
 ) -> None:
@@ -301,3 +321,13 @@ async def test_two_managers_see_the_same_thread(make_manager: MakeManager) -> No
     latest = await AgentCoreSaver(second).aget_tuple(_config(thread))
     assert latest is not None
     assert latest.checkpoint["channel_values"]["steps"] == ["a", "b"]
+
+
+def test_checkpoint_ids_sort_by_time() -> None:
+    # list(before=...) and "the latest checkpoint" read the ids' code point order as their time
+    # order, as LangGraph's own savers do (ORDER BY checkpoint_id): uuid6 puts its timestamp
+    # first, in fixed-width lowercase hex, and never repeats or goes back within a process.
+    ids = [str(uuid6(clock_seq=step)) for step in range(-1, 5000)]
+    ids += [str(uuid6(clock_seq=-2)), str(uuid6())]
+    assert sorted(ids) == ids
+    assert len(set(ids)) == len(ids)
