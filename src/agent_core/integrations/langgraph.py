@@ -120,11 +120,12 @@ def _decode_blob(value: bytes) -> tuple[str, bytes]:
 class _Stored:
     """A checkpoint record, decoded lazily: metadata first (for filters), the rest on demand."""
 
-    __slots__ = ("_raw", "checkpoint_id", "parent_id", "writes")
+    __slots__ = ("_checkpoint", "_raw", "checkpoint_id", "parent_id", "writes")
 
     def __init__(self, checkpoint_id: str, value: bytes) -> None:
         self.checkpoint_id = checkpoint_id
         self._raw: list[Any] = ormsgpack.unpackb(value)
+        self._checkpoint: dict[str, Any] | None = None
         self.parent_id: str | None = self._raw[1]
         self.writes: list[bytes] = []
 
@@ -132,7 +133,11 @@ class _Stored:
         return cast(CheckpointMetadata, serde.loads_typed((self._raw[4], self._raw[5])))
 
     def checkpoint(self, serde: SerializerProtocol) -> dict[str, Any]:
-        return cast(dict[str, Any], serde.loads_typed((self._raw[2], self._raw[3])))
+        """The checkpoint without its channel values (decoded once; the caller may fill in
+        ``channel_values``)."""
+        if self._checkpoint is None:
+            self._checkpoint = cast(dict[str, Any], serde.loads_typed((self._raw[2], self._raw[3])))
+        return self._checkpoint
 
     def with_parent(self, parent_id: str | None) -> bytes:
         raw = list(self._raw)
