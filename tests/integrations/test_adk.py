@@ -142,6 +142,21 @@ async def test_append_event_applies_deltas_by_scope(service: AgentCoreSessionSer
     assert got.last_update_time == event.timestamp
 
 
+async def test_state_changed_in_place_is_not_stored(service: AgentCoreSessionService) -> None:
+    """As with every ADK service, only event deltas reach the store: a change made to a
+    returned session's state in place (no event) is not written by the next append."""
+    app = _app()
+    created = await service.create_session(app_name=app, user_id="u", state={"c": {"x": 1}})
+    created.state["c"]["x"] = 99
+    s = await service.get_session(app_name=app, user_id="u", session_id=created.id)
+    assert s is not None and s.state == {"c": {"x": 1}}
+    s.state["c"]["x"] = 98
+    s.state["loose"] = True
+    await service.append_event(s, _event(delta={"other": 1}))
+    got = await service.get_session(app_name=app, user_id="u", session_id=created.id)
+    assert got is not None and got.state == {"c": {"x": 1}, "other": 1}
+
+
 async def test_events_round_trip_exactly(service: AgentCoreSessionService) -> None:
     app = _app()
     s = await service.create_session(app_name=app, user_id="u1")

@@ -34,6 +34,7 @@ Registering ``agentcore`` URIs for ``adk web`` / ``adk api_server --session_serv
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 from collections import OrderedDict
@@ -592,7 +593,9 @@ def _timestamp_of(cp: SessionCheckpoint) -> float:
 def _merge(
     session_state: Mapping[str, Any], app_state: Mapping[str, Any], user_state: Mapping[str, Any]
 ) -> dict[str, Any]:
-    merged = dict(session_state)
+    # A copy, as DatabaseSessionService's: the head this service keeps for its next append
+    # must not change when the caller changes the session object's state in place.
+    merged = copy.deepcopy(dict(session_state))
     for key, value in app_state.items():
         merged[State.APP_PREFIX + key] = value
     for key, value in user_state.items():
