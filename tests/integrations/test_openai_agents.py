@@ -136,6 +136,13 @@ async def test_round_trip_is_exact(session: AgentCoreSession) -> None:
     assert json.dumps(got) == json.dumps(items)
     assert list(got[0]) == list(item)
     assert math.copysign(1.0, got[0]["floats"][2]) == -1.0
+    # Integers at the edges of 64 bits, either side: ints, not floats.
+    edges = {"u64": 2**64 - 1, "i64": -(2**63), "over": 2**64, "under": -(2**63) - 1}
+    for key, number in edges.items():
+        got_one = await _add_and_get_one(session, {key: number, "f": [0.1, -0.0, 5e-324]})
+        assert type(got_one[key]) is int and got_one[key] == number
+        assert json.dumps(got_one) == json.dumps({key: number, "f": [0.1, -0.0, 5e-324]})
+        assert await session.pop_item() == got_one
     nan = await _add_and_get_one(session, {"nan": math.nan})
     assert math.isnan(nan["nan"])
     assert await session.pop_item() == nan
