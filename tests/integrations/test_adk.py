@@ -8,6 +8,7 @@ docstrings and what ``InMemorySessionService`` and ``DatabaseSessionService`` do
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -157,6 +158,37 @@ async def test_state_changed_in_place_is_not_stored(service: AgentCoreSessionSer
     assert got is not None and got.state == {"c": {"x": 1}, "other": 1}
 
 
+async def test_app_and_user_state_values_round_trip_exactly(
+    service: AgentCoreSessionService,
+) -> None:
+    app = _app()
+    values = {
+        "big": 2**70,
+        "neg": -(2**64),
+        "zero": -0.0,
+        "inf": float("inf"),
+        "nan": float("nan"),
+        "lone": "\ud800x",
+        "nested": {"a": [1, 2.5, None, "\u2603"], "b": 2**65},
+        "float": 0.1 + 0.2,
+        "none": None,
+    }
+    s = await service.create_session(
+        app_name=app, user_id="u", state={f"app:{k}": v for k, v in values.items()}
+    )
+    await service.append_event(s, _event(delta={f"user:{k}": v for k, v in values.items()}))
+    got = await service.get_session(app_name=app, user_id="u", session_id=s.id)
+    assert got is not None
+    for prefix in ("app:", "user:"):
+        back = {k[len(prefix) :]: v for k, v in got.state.items() if k.startswith(prefix)}
+        assert math.isnan(back.pop("nan"))
+        expected = {k: v for k, v in values.items() if k != "nan"}
+        assert back == expected
+        assert {k: type(v) for k, v in back.items()} == {k: type(v) for k, v in expected.items()}
+        assert str(back["zero"]) == "-0.0"
+        assert back["nested"]["b"] == 2**65
+
+
 async def test_events_round_trip_exactly(service: AgentCoreSessionService) -> None:
     app = _app()
     s = await service.create_session(app_name=app, user_id="u1")
@@ -189,7 +221,7 @@ async def test_event_outside_agent_core_json_rules_round_trips(
     service: AgentCoreSessionService,
 ) -> None:
     s = await service.create_session(app_name=_app(), user_id="u1")
-    event = _event(custom_metadata={"zero": -0.0, "big": 2**70})
+    event = _event(custom_metadata={"zero": -0.0, "big": 2**70, "lone": "\ud800"})
     await service.append_event(s, event)
     got = await service.get_session(app_name=s.app_name, user_id="u1", session_id=s.id)
     assert got is not None

@@ -130,19 +130,25 @@ def user_scope(app_name: str, user_id: str) -> str:
     return "adk:user:" + json.dumps([app_name, user_id], ensure_ascii=False)
 
 
+# Values outside agent-core's JSON rules (integers beyond 64 bits, NaN and infinities, -0.0,
+# lone surrogates), which orjson would change (a big integer reads back as a float, NaN is
+# written as null), are kept as the standard library's JSON text behind this byte, which no
+# JSON text starts with.
+_STDLIB_JSON: Final = b"\x1e"
+
+
 def _dump_value(value: Any) -> bytes:
+    """The record value of one ``app:``/``user:`` state value: its JSON, read back exactly."""
     try:
-        return orjson.dumps(value)
-    except (orjson.JSONEncodeError, TypeError):
-        # orjson refuses integers beyond 64 bits; the standard library writes them exactly.
-        return json.dumps(value, ensure_ascii=False).encode()
+        return codec.validate_value(value, what="ADK state value")
+    except InvalidValue:
+        return _STDLIB_JSON + json.dumps(value).encode()
 
 
 def _load_value(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
+    if raw[:1] == _STDLIB_JSON:
+        return json.loads(raw[1:])
+    return orjson.loads(raw)
 
 
 def _marker(head: AgentSession) -> str:
@@ -160,19 +166,20 @@ def _is_ours(marker: str | None) -> bool:
 
 def _event_data(event: Event) -> dict[str, Any]:
     """The checkpoint data of ``event``: its JSON form, or (for the rare event that breaks an
-    agent-core JSON rule, such as a ``-0.0`` or an integer beyond 64 bits) its JSON text."""
+    agent-core JSON rule, such as a ``-0.0``, an integer beyond 64 bits or a lone surrogate)
+    that form as the standard library's JSON text, which keeps every one of those exactly."""
     data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
     try:
         codec.validate_value(data, what="ADK event")
     except InvalidValue:
-        return {"event_json": event.model_dump_json(exclude_none=True)}
+        return {"event_json": json.dumps(data)}
     return data
 
 
 def _event_from(data: Mapping[str, Any]) -> Event:
     text = data.get("event_json")
     if isinstance(text, str) and len(data) == 1:
-        return Event.model_validate_json(text)
+        return Event.model_validate(json.loads(text))
     return Event.model_validate(data)
 
 
