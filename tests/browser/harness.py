@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from agent_core.server.app import create_app
+from agent_core.server.hub import TenantHub
 from agent_core.server.keys import ApiKey, ApiKeys
 from agent_core.server.settings import Settings
 from agent_core.sessions.session_manager import SessionManager
@@ -40,7 +41,9 @@ CHROMIUM_ARGS = [
 
 
 class LiveServer:
-    def __init__(self, app: Any, store_url: str, url: str, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self, app: Any, store_url: str | None, url: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.app = app
         self.store_url = store_url
         self.url = url
@@ -63,6 +66,9 @@ class LiveServer:
         """A new key, as ``agent-core keys create --tenant T --role R`` makes it: through
         ``ApiKeys`` on an un-tenanted manager of the same store."""
 
+        if self.store_url is None:  # an injected hub: its own un-tenanted manager
+            return self.run(self.app.state.hub.keys.create(tenant, role))
+
         async def go() -> tuple[str, ApiKey]:
             async with SessionManager.from_url(self.store_url) as manager:
                 return await ApiKeys(manager).create(tenant, role)
@@ -70,6 +76,8 @@ class LiveServer:
         return _run_aside(go)
 
     def revoke_key(self, key_id: str) -> None:
+        assert self.store_url is not None
+
         async def go() -> None:
             async with SessionManager.from_url(self.store_url) as manager:
                 await ApiKeys(manager).revoke(key_id)
@@ -90,12 +98,17 @@ async def _wrap(coro: Awaitable[T]) -> T:
 
 @contextmanager
 def live_server(
-    folder: Path, *, setup: Callable[[LiveServer], None] | None = None, **settings: Any
+    folder: Path,
+    *,
+    hub: TenantHub | None = None,
+    setup: Callable[[LiveServer], None] | None = None,
+    **settings: Any,
 ) -> Iterator[LiveServer]:
-    """The service on a free port of 127.0.0.1 with its store in ``folder``; stopped on exit."""
+    """The service on a free port of 127.0.0.1 with its store in ``folder`` (or the injected
+    ``hub``'s); stopped on exit."""
     store_url = f"sqlite:///{folder / 'dashboard.db'}"
     options = {"key_cache_s": 0.0, "sse_heartbeat_s": 2.0, **settings}
-    app = create_app(Settings(store_url=store_url, port=0, **options))
+    app = create_app(Settings(store_url=store_url, port=0, **options), hub=hub)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -118,7 +131,7 @@ def live_server(
         threading.Event().wait(0.025)
     if not server.started:
         raise RuntimeError("the dashboard's test server did not start")
-    live = LiveServer(app, store_url, f"http://127.0.0.1:{port}", loop)
+    live = LiveServer(app, None if hub else store_url, f"http://127.0.0.1:{port}", loop)
     try:
         if setup is not None:
             setup(live)

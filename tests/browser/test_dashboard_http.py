@@ -3,12 +3,14 @@ cookie, CSRF on every form, roles, escaping, the security headers, paging, the e
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,8 +18,10 @@ import pytest
 from agent_core.models import SessionState
 from agent_core.server.dashboard.auth import COOKIE_NAME, CookieSigner, DashSession
 from agent_core.server.dashboard.router import PAGE_SIZE
+from agent_core.server.hub import TenantHub
 from agent_core.sessions.session_manager import SessionManager
-from tests.browser.harness import LiveServer
+from tests.browser.harness import LiveServer, live_server
+from tests.conftest import ManagerFactory
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -155,6 +159,8 @@ def test_sign_in_redirects_only_inside_the_site(server: LiveServer, tenant: str)
             ("//evil.example/x", "/"),
             ("https://evil.example/", "/"),
             ("/\\evil.example", "/"),
+            ("/\t/evil.example", "/"),
+            ("/x\\..\\/evil", "/"),
             ("/sessions?state=paused", "/sessions?state=paused"),
         ):
             client.cookies.clear()
@@ -380,3 +386,56 @@ def test_the_event_stream_says_when_a_session_changes(server: LiveServer, tenant
         assert "event: changed" in lines
         assert lines[-1] == f"data: {sid}"
         assert client.get("/ui/live", params={"session": "not-an-id"}).status_code == 404
+
+
+def test_the_cookie_is_secure_when_the_request_came_over_https(
+    server: LiveServer, tenant: str
+) -> None:
+    key, _ = server.create_key(tenant, "reader")
+    # uvicorn takes the scheme from X-Forwarded-Proto of a trusted proxy (127.0.0.1 here).
+    with _client(server) as client:
+        client.headers["x-forwarded-proto"] = "https"
+        page = client.get("/signin")
+        assert "secure" in page.headers["set-cookie"].lower().split("; ")
+        # httpx would not send a Secure cookie over http: hand it over as the browser would.
+        cookie = page.headers["set-cookie"].split(";")[0]
+        response = client.post(
+            "/signin",
+            data={"key": key, "csrf": _csrf(page.text), "next": "/"},
+            headers={"cookie": cookie},
+        )
+        assert response.status_code == 303
+        assert "secure" in response.headers["set-cookie"].lower().split("; ")
+
+
+@pytest.mark.parametrize("backend", ["postgres", "postgres+valkey"])
+def test_a_change_made_by_another_process_reaches_the_stream(
+    backend: str, manager_factory: ManagerFactory, tmp_path: Path, tenant: str
+) -> None:
+    """On PostgreSQL the service hears changes made by any process (LISTEN/NOTIFY, or Valkey):
+    here a manager of its own, on its own event loop, as an agent in another process."""
+
+    async def make(tenant: str | None) -> SessionManager:
+        return await manager_factory(**({} if tenant is None else {"tenant": tenant}))
+
+    hub = TenantHub(make, key_cache_s=0)
+    with live_server(tmp_path, hub=hub) as server:
+        sid = _create(server, tenant)
+
+        def agent_writes() -> None:
+            async def go() -> None:
+                async with await make(None) as agent:
+                    await agent.append_checkpoint(sid, "from-elsewhere")
+
+            time.sleep(0.5)
+            asyncio.run(go())
+
+        with _signed_in(server, tenant, "reader") as client:
+            with client.stream("GET", "/ui/live", params={"session": sid}) as stream:
+                threading.Thread(target=agent_writes, daemon=True).start()
+                for line in stream.iter_lines():
+                    if line.startswith("data:"):
+                        assert line == f"data: {sid}"
+                        break
+            page = client.get(f"/sessions/{sid}").text
+            assert "from-elsewhere" in page

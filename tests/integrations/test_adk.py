@@ -8,7 +8,9 @@ docstrings and what ``InMemorySessionService`` and ``DatabaseSessionService`` do
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -141,6 +143,52 @@ async def test_append_event_applies_deltas_by_scope(service: AgentCoreSessionSer
     assert got.last_update_time == event.timestamp
 
 
+async def test_state_changed_in_place_is_not_stored(service: AgentCoreSessionService) -> None:
+    """As with every ADK service, only event deltas reach the store: a change made to a
+    returned session's state in place (no event) is not written by the next append."""
+    app = _app()
+    created = await service.create_session(app_name=app, user_id="u", state={"c": {"x": 1}})
+    created.state["c"]["x"] = 99
+    s = await service.get_session(app_name=app, user_id="u", session_id=created.id)
+    assert s is not None and s.state == {"c": {"x": 1}}
+    s.state["c"]["x"] = 98
+    s.state["loose"] = True
+    await service.append_event(s, _event(delta={"other": 1}))
+    got = await service.get_session(app_name=app, user_id="u", session_id=created.id)
+    assert got is not None and got.state == {"c": {"x": 1}, "other": 1}
+
+
+async def test_app_and_user_state_values_round_trip_exactly(
+    service: AgentCoreSessionService,
+) -> None:
+    app = _app()
+    values = {
+        "big": 2**70,
+        "neg": -(2**64),
+        "zero": -0.0,
+        "inf": float("inf"),
+        "nan": float("nan"),
+        "lone": "\ud800x",
+        "nested": {"a": [1, 2.5, None, "\u2603"], "b": 2**65},
+        "float": 0.1 + 0.2,
+        "none": None,
+    }
+    s = await service.create_session(
+        app_name=app, user_id="u", state={f"app:{k}": v for k, v in values.items()}
+    )
+    await service.append_event(s, _event(delta={f"user:{k}": v for k, v in values.items()}))
+    got = await service.get_session(app_name=app, user_id="u", session_id=s.id)
+    assert got is not None
+    for prefix in ("app:", "user:"):
+        back = {k[len(prefix) :]: v for k, v in got.state.items() if k.startswith(prefix)}
+        assert math.isnan(back.pop("nan"))
+        expected = {k: v for k, v in values.items() if k != "nan"}
+        assert back == expected
+        assert {k: type(v) for k, v in back.items()} == {k: type(v) for k, v in expected.items()}
+        assert str(back["zero"]) == "-0.0"
+        assert back["nested"]["b"] == 2**65
+
+
 async def test_events_round_trip_exactly(service: AgentCoreSessionService) -> None:
     app = _app()
     s = await service.create_session(app_name=app, user_id="u1")
@@ -173,7 +221,7 @@ async def test_event_outside_agent_core_json_rules_round_trips(
     service: AgentCoreSessionService,
 ) -> None:
     s = await service.create_session(app_name=_app(), user_id="u1")
-    event = _event(custom_metadata={"zero": -0.0, "big": 2**70})
+    event = _event(custom_metadata={"zero": -0.0, "big": 2**70, "lone": "\ud800"})
     await service.append_event(s, event)
     got = await service.get_session(app_name=s.app_name, user_id="u1", session_id=s.id)
     assert got is not None
@@ -350,6 +398,33 @@ async def test_parallel_appends_through_one_object_take_turns(
     assert got.state == {f"k{i}": i for i in range(5)}
 
 
+async def test_agent_core_writes_do_not_make_adk_sessions_stale(
+    make_manager: MakeManager,
+) -> None:
+    """Heartbeats, leases and an operator's context patch move the agent-core version, not
+    the ADK revision: the runner's session object stays current, and the patch is kept."""
+    manager = await make_manager()
+    service = AgentCoreSessionService(manager)
+    s = await service.create_session(app_name=_app(), user_id="u", state={"k": 1})
+    key = service.session_id_of(s.app_name, "u", s.id)
+    await service.append_event(s, _event(delta={"k": 2}))
+    await manager.heartbeat(key)
+    lease = await manager.claim(key, "operator", timedelta(seconds=30))
+    await manager.release(lease)
+    await manager.patch_context(key, {"note": "from the operator"})
+    await service.append_event(s, _event(delta={"k": 3}))
+    other = AgentCoreSessionService(await make_manager())  # no cached head there
+    await manager.heartbeat(key)
+    got = await other.get_session(app_name=s.app_name, user_id="u", session_id=s.id)
+    assert got is not None
+    assert got.state == {"k": 3, "note": "from the operator"}
+    assert len(got.events) == 2
+    await manager.heartbeat(key)
+    await other.append_event(got, _event())
+    with pytest.raises(StaleSessionError):
+        await service.append_event(s, _event())
+
+
 async def test_session_built_by_hand(service: AgentCoreSessionService) -> None:
     """A session object without our revision marker: stale only if the store holds newer
     events than the object (DatabaseSessionService's fallback)."""
@@ -389,6 +464,7 @@ async def test_adk_session_is_one_agent_core_session(
         "user_id": "u1",
         "session_id": s.id,
         "last_update_time": event.timestamp,
+        "revision": 1,
     }
     trail = await manager.list_checkpoints(key)
     assert [cp.name for cp in trail] == ["session_created", EVENT_CHECKPOINT]

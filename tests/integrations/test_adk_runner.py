@@ -24,8 +24,8 @@ from tests.conftest import MakeManager
 
 # --- a scripted model and agent (also the agent of test_adk_server.py) -------------------------
 #
-# No network, deterministic: the model answers from the request alone (not from a queue), so the same conversation gives
-# the same events on any session service:
+# No network, deterministic: the model answers from the request alone (not from a queue), so
+# the same conversation gives the same events on any session service:
 #
 # * a user message ``remember <word>`` -> a call of the ``remember`` tool with ``word``;
 # * a tool response -> the text ``saved #<count>``;

@@ -4,6 +4,12 @@ in-process) creates a session and runs a turn through HTTP on it."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import os
+import socket
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -135,10 +141,19 @@ def _agents_dir(root: Path, app: str, *, yaml: bool) -> Path:
     return agents
 
 
-@pytest.mark.parametrize("registration", ["register()", "services.yaml"])
+@pytest.mark.parametrize(
+    ("registration", "web"),
+    [("register()", False), ("services.yaml", False), ("register()", True)],
+    ids=["api_server", "api_server-services.yaml", "web"],
+)
 async def test_api_server_runs_a_turn_on_agent_core(
-    tmp_path: Path, fresh_registry: None, built: list[SessionManager], registration: str
+    tmp_path: Path,
+    fresh_registry: None,
+    built: list[SessionManager],
+    registration: str,
+    web: bool,
 ) -> None:
+    """``adk api_server`` (and ``adk web``: the same app with the dev UI's endpoints)."""
     app_name = f"scribe_{uuid.uuid4().hex[:8]}"
     agents = _agents_dir(tmp_path, app_name, yaml=registration == "services.yaml")
     if registration == "register()":
@@ -147,7 +162,7 @@ async def test_api_server_runs_a_turn_on_agent_core(
     app = get_fast_api_app(
         agents_dir=str(agents),
         session_service_uri=f"agentcore+sqlite:///{db}",
-        web=False,
+        web=web,
         use_local_storage=False,
     )
     try:
@@ -187,3 +202,92 @@ async def test_api_server_runs_a_turn_on_agent_core(
         assert head is not None and head.agent_type == f"adk:{app_name}"
         trail = await manager.list_checkpoints(key)
         assert [cp.name for cp in trail].count(adk.EVENT_CHECKPOINT) == 4
+
+
+# --- the real command ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["adk + services.py", "python -m agent_core.integrations.adk"])
+async def test_adk_api_server_command(tmp_path: Path, command: str) -> None:
+    """``adk api_server --session_service_uri agentcore+sqlite:///...`` as a user runs it."""
+    app_name = f"scribe_{uuid.uuid4().hex[:8]}"
+    agents = _agents_dir(tmp_path, app_name, yaml=False)
+    if command == "adk + services.py":
+        (agents / "services.py").write_text(
+            "from agent_core.integrations.adk import register\n\nregister()\n"
+        )
+        argv = [str(Path(sys.executable).parent / "adk")]
+    else:
+        argv = [sys.executable, "-m", "agent_core.integrations.adk"]
+    db = tmp_path / "sessions.db"
+    port = _free_port()
+    argv += [
+        "api_server",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--session_service_uri=agentcore+sqlite:///{db}",
+        str(agents),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(600):
+                if proc.poll() is not None:
+                    raise AssertionError((tmp_path / "server.log").read_text())
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            r = await client.post(f"/apps/{app_name}/users/u1/sessions", json={})
+            assert r.status_code == 200, r.text
+            session_id = r.json()["id"]
+            r = await client.post(
+                "/run",
+                json={
+                    "app_name": app_name,
+                    "user_id": "u1",
+                    "session_id": session_id,
+                    "new_message": {"role": "user", "parts": [{"text": "hello"}]},
+                },
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()[-1]["content"]["parts"][0]["text"] == "echo: hello"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    async with SessionManager.from_url(f"sqlite:///{db}") as manager:
+        key = adk.adk_session_id(app_name, "u1", session_id, tenant=None)
+        head = await manager.get_session(key)
+        assert head is not None
+        assert head.context == {"last_reply": "echo: hello"}
+        trail = await manager.list_checkpoints(key)
+        assert [cp.name for cp in trail] == ["session_created"] + [adk.EVENT_CHECKPOINT] * 2
+
+
+@pytest.mark.skipif(
+    "tenant" not in inspect.signature(SessionManager).parameters,
+    reason="tenants (SessionManager(tenant=...)) have not landed yet",
+)
+async def test_tenant_in_uri(tmp_path: Path) -> None:
+    uri = f"agentcore+sqlite:///{tmp_path / 's.db'}"
+    async with (
+        AgentCoreSessionService(uri=uri + "?tenant=acme") as acme,
+        AgentCoreSessionService(uri=uri + "?tenant=globex") as globex,
+    ):
+        s = await acme.create_session(app_name="a", user_id="u", session_id="s1")
+        assert acme.session_id_of("a", "u", "s1") != globex.session_id_of("a", "u", "s1")
+        assert await globex.get_session(app_name="a", user_id="u", session_id="s1") is None
+        await globex.create_session(app_name="a", user_id="u", session_id="s1")
+        got = await acme.get_session(app_name="a", user_id="u", session_id="s1")
+        assert got is not None and got.id == s.id

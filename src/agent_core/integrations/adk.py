@@ -4,8 +4,8 @@ One ADK session ``(app_name, user_id, session_id)`` is one agent-core session:
 
 * its id is ``session_id_for("adk", "<app>\\x00<user>\\x00<session>", tenant=manager.tenant)``
   (a deterministic UUID, so every process finds it without a lookup), its ``agent_type`` is
-  ``"adk:" + app_name`` and its ``user_id`` the ADK user; the ADK ids and ``last_update_time``
-  (the exact float) are kept in ``metadata["adk"]``;
+  ``"adk:" + app_name`` and its ``user_id`` the ADK user; the ADK ids, ``last_update_time``
+  (the exact float) and the revision are kept in ``metadata["adk"]``;
 * its session-scoped state (keys without a prefix) is the agent-core ``context``;
 * each event is one checkpoint of the trail, named ``adk.event``, whose data is the event as
   ``Event.model_dump(mode="json", exclude_none=True)`` (as ``DatabaseSessionService`` stores it),
@@ -15,10 +15,14 @@ One ADK session ``(app_name, user_id, session_id)`` is one agent-core session:
   scopes ``adk:app:["<app>"]`` and ``adk:user:["<app>","<user>"]`` (the user's records carry its
   ``user_id``, so ``purge(user_id=...)`` erases them); ``temp:`` keys are never stored.
 
-``append_event`` is one compare-and-set (``update_session``) on the version the session was read
-at: it stores the event, the session state and ``last_update_time`` together, and a writer whose
-session object is older than the stored session gets ``StaleSessionError`` (two writers of the
-same session can never both win). App and user state deltas are written right after that commit.
+``append_event`` is one compare-and-set (``update_session``) on the head the session object
+was read at: it stores the event, the session state, ``last_update_time`` and the ADK revision
+(the number of events, ``metadata["adk"]["revision"]``) together. A writer whose session object
+holds fewer events than the store gets ``StaleSessionError``, so two writers of the same
+session can never both win; agent-core's own writes (heartbeats, leases, an operator's
+``patch_context``) only make the append read the head again. App and user state deltas are
+written right after that commit (records are not part of the session's transaction: a crash
+in between keeps the event and loses those deltas).
 
 ``delete_session`` purges the agent-core session (ADK deletes for good: the id can be created
 again), which leaves an audit record with actor ``adk``.
@@ -30,6 +34,7 @@ Registering ``agentcore`` URIs for ``adk web`` / ``adk api_server --session_serv
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 from collections import OrderedDict
@@ -102,6 +107,8 @@ SCHEMES: Final = (
 """The ADK session service URI schemes ``register()`` installs."""
 
 _MARKER_PREFIX: Final = "agent-core:"
+_MAX_ATTEMPTS: Final = 8
+"""Compare-and-set attempts of one append_event against agent-core's own writes."""
 _HEAD_CACHE_SIZE: Final = 4096
 _OUR_QUERY_KEYS: Final = ("cache_url", "namespace", "tenant")
 _ENV_PREFIX: Final = "AGENT_CORE_"
@@ -123,49 +130,56 @@ def user_scope(app_name: str, user_id: str) -> str:
     return "adk:user:" + json.dumps([app_name, user_id], ensure_ascii=False)
 
 
+# Values outside agent-core's JSON rules (integers beyond 64 bits, NaN and infinities, -0.0,
+# lone surrogates), which orjson would change (a big integer reads back as a float, NaN is
+# written as null), are kept as the standard library's JSON text behind this byte, which no
+# JSON text starts with.
+_STDLIB_JSON: Final = b"\x1e"
+
+
 def _dump_value(value: Any) -> bytes:
+    """The record value of one ``app:``/``user:`` state value: its JSON, read back exactly."""
     try:
-        return orjson.dumps(value)
-    except (orjson.JSONEncodeError, TypeError):
-        # orjson refuses integers beyond 64 bits; the standard library writes them exactly.
-        return json.dumps(value, ensure_ascii=False).encode()
+        return codec.validate_value(value, what="ADK state value")
+    except InvalidValue:
+        return _STDLIB_JSON + json.dumps(value).encode()
 
 
 def _load_value(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
+    if raw[:1] == _STDLIB_JSON:
+        return json.loads(raw[1:])
+    return orjson.loads(raw)
 
 
-def _marker(version: int) -> str:
-    return f"{_MARKER_PREFIX}{version}"
+def _marker(head: AgentSession) -> str:
+    """The revision marker of the ADK session ``head`` stores: which incarnation of the id
+    (its creation instant) and how many events it holds. Only ``append_event`` moves it, so
+    agent-core's own writes (heartbeats, leases, an operator's ``patch_context``) leave ADK's
+    session objects current."""
+    born = int(head.created_at.timestamp() * 1_000_000)
+    return f"{_MARKER_PREFIX}{born}:{head.metadata['adk'].get('revision', 0)}"
 
 
-def _marker_version(marker: str | None) -> int | None:
-    if marker is None or not marker.startswith(_MARKER_PREFIX):
-        return None
-    try:
-        return int(marker[len(_MARKER_PREFIX) :])
-    except ValueError:
-        return None
+def _is_ours(marker: str | None) -> bool:
+    return marker is not None and marker.startswith(_MARKER_PREFIX)
 
 
 def _event_data(event: Event) -> dict[str, Any]:
     """The checkpoint data of ``event``: its JSON form, or (for the rare event that breaks an
-    agent-core JSON rule, such as a ``-0.0`` or an integer beyond 64 bits) its JSON text."""
+    agent-core JSON rule, such as a ``-0.0``, an integer beyond 64 bits or a lone surrogate)
+    that form as the standard library's JSON text, which keeps every one of those exactly."""
     data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
     try:
         codec.validate_value(data, what="ADK event")
     except InvalidValue:
-        return {"event_json": event.model_dump_json(exclude_none=True)}
+        return {"event_json": json.dumps(data)}
     return data
 
 
 def _event_from(data: Mapping[str, Any]) -> Event:
     text = data.get("event_json")
     if isinstance(text, str) and len(data) == 1:
-        return Event.model_validate_json(text)
+        return Event.model_validate(json.loads(text))
     return Event.model_validate(data)
 
 
@@ -323,7 +337,7 @@ class AgentCoreSessionService(BaseSessionService):
             events=events,
             last_update_time=ids["last_update_time"],
         )
-        session._storage_update_marker = _marker(head.version)
+        session._storage_update_marker = _marker(head)
         return session
 
     async def _write_scoped(
@@ -492,58 +506,66 @@ class AgentCoreSessionService(BaseSessionService):
         data = _event_data(event)
         key = self.session_id_of(session.app_name, session.user_id, session.id)
         async with self._session_lock(key):
-            head = await self._head_for(session, key)
-            ids = dict(head.metadata["adk"])
-            ids["last_update_time"] = event.timestamp
-            metadata = dict(head.metadata)
-            metadata["adk"] = ids
-            context = dict(head.context)
-            context.update(deltas["session"])
-            new = AgentSession(
-                agent_type=head.agent_type,
-                user_id=head.user_id,
-                session_id=key,
-                state=head.state,
-                created_at=head.created_at,
-                context=context,
-                metadata=metadata,
-                version=head.version,
-                checkpoint_count=head.checkpoint_count,
-            )
-            new.checkpoints.append(
-                SessionCheckpoint(
-                    name=EVENT_CHECKPOINT,
-                    timestamp=datetime.fromtimestamp(event.timestamp, UTC),
-                    data=data,
+            for _ in range(_MAX_ATTEMPTS):
+                head = await self._head_for(session, key)
+                ids = dict(head.metadata["adk"])
+                ids["last_update_time"] = event.timestamp
+                ids["revision"] = ids.get("revision", 0) + 1
+                metadata = dict(head.metadata)
+                metadata["adk"] = ids
+                context = dict(head.context)
+                context.update(deltas["session"])
+                new = AgentSession(
+                    agent_type=head.agent_type,
+                    user_id=head.user_id,
+                    session_id=key,
+                    state=head.state,
+                    created_at=head.created_at,
+                    context=context,
+                    metadata=metadata,
+                    version=head.version,
+                    checkpoint_count=head.checkpoint_count,
                 )
-            )
-            try:
-                await self.manager.update_session(new)
-            except ConflictError:
-                self._heads.pop(key, None)
-                raise StaleSessionError(_STALE) from None
-            except SessionNotFound:
-                self._heads.pop(key, None)
-                raise SessionNotFoundError(f"Session {session.id} not found.") from None
+                new.checkpoints.append(
+                    SessionCheckpoint(
+                        name=EVENT_CHECKPOINT,
+                        timestamp=datetime.fromtimestamp(event.timestamp, UTC),
+                        data=data,
+                    )
+                )
+                try:
+                    await self.manager.update_session(new)
+                    break
+                except ConflictError:
+                    # Something wrote since that head: another ADK writer (the next read
+                    # finds the revision moved: stale) or agent-core itself, a heartbeat,
+                    # a lease, a context patch (then the event goes on top of it).
+                    self._heads.pop(key, None)
+                except SessionNotFound:
+                    self._heads.pop(key, None)
+                    raise SessionNotFoundError(f"Session {session.id} not found.") from None
+            else:
+                raise StaleSessionError(_STALE)
             new.checkpoints = []
             self._remember(new)
             session.last_update_time = event.timestamp
-            session._storage_update_marker = _marker(new.version)
+            session._storage_update_marker = _marker(new)
             await self._write_scoped(session.app_name, session.user_id, app_items, user_items)
         return self._commit_event_to_session(session, event)
 
     async def _head_for(self, session: Session, key: str) -> AgentSession:
-        """The stored head ``session`` was read at; ``StaleSessionError`` if the store moved on
-        since (decided for good by the compare-and-set that follows)."""
-        version = _marker_version(session._storage_update_marker)
+        """The stored head, if ``session`` holds every ADK event it holds; else
+        ``StaleSessionError``. The compare-and-set that follows decides for good."""
+        marker = session._storage_update_marker
         cached = self._heads.get(key)
-        if version is not None and cached is not None and cached.version == version:
+        if _is_ours(marker) and cached is not None and _marker(cached) == marker:
             return cached
         head = await self.manager.get_session(key)
         if head is None or not isinstance(head.metadata.get("adk"), dict):
             raise SessionNotFoundError(f"Session {session.id} not found.")
-        if version is not None:
-            if head.version != version:
+        self._remember(head)
+        if _is_ours(marker):
+            if _marker(head) != marker:
                 raise StaleSessionError(_STALE)
             return head
         # A session object this service did not hand out (built by hand, or by another
@@ -578,7 +600,9 @@ def _timestamp_of(cp: SessionCheckpoint) -> float:
 def _merge(
     session_state: Mapping[str, Any], app_state: Mapping[str, Any], user_state: Mapping[str, Any]
 ) -> dict[str, Any]:
-    merged = dict(session_state)
+    # A copy, as DatabaseSessionService's: the head this service keeps for its next append
+    # must not change when the caller changes the session object's state in place.
+    merged = copy.deepcopy(dict(session_state))
     for key, value in app_state.items():
         merged[State.APP_PREFIX + key] = value
     for key, value in user_state.items():

@@ -120,11 +120,12 @@ def _decode_blob(value: bytes) -> tuple[str, bytes]:
 class _Stored:
     """A checkpoint record, decoded lazily: metadata first (for filters), the rest on demand."""
 
-    __slots__ = ("_raw", "checkpoint_id", "parent_id", "writes")
+    __slots__ = ("_checkpoint", "_raw", "checkpoint_id", "parent_id", "writes")
 
     def __init__(self, checkpoint_id: str, value: bytes) -> None:
         self.checkpoint_id = checkpoint_id
         self._raw: list[Any] = ormsgpack.unpackb(value)
+        self._checkpoint: dict[str, Any] | None = None
         self.parent_id: str | None = self._raw[1]
         self.writes: list[bytes] = []
 
@@ -132,7 +133,11 @@ class _Stored:
         return cast(CheckpointMetadata, serde.loads_typed((self._raw[4], self._raw[5])))
 
     def checkpoint(self, serde: SerializerProtocol) -> dict[str, Any]:
-        return cast(dict[str, Any], serde.loads_typed((self._raw[2], self._raw[3])))
+        """The checkpoint without its channel values (decoded once; the caller may fill in
+        ``channel_values``)."""
+        if self._checkpoint is None:
+            self._checkpoint = cast(dict[str, Any], serde.loads_typed((self._raw[2], self._raw[3])))
+        return self._checkpoint
 
     def with_parent(self, parent_id: str | None) -> bytes:
         raw = list(self._raw)
@@ -507,32 +512,34 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
             if target is not None:
                 target.writes = writes.get(checkpoint_id, [])
         else:
-            # Newest first: the latest checkpoint's writes (keys after its own) come before it.
-            before: str | None = None
-            collected: dict[str, list[bytes]] = {}
-            while target is None:
-                page = await self.manager.list_records(
-                    scope, prefix="c:", before=before, limit=32, descending=True
-                )
-                for key, value in page:
-                    cid, sep, _ = key[2:].partition(_SEP)
-                    if sep:
-                        collected.setdefault(cid, []).append(value)
-                    else:
-                        target = _Stored(cid, value)
-                        target.writes = collected.get(cid, [])
-                        break
-                if len(page) < 32:
-                    break
-                before = page[-1][0]
-            if target is not None:
-                checkpoint_id = target.checkpoint_id
+            target = await self._latest(scope)
         if target is None:
             return None
         versions = target.checkpoint(self.serde)["channel_versions"]
         keys = [_blob_key(channel, version) for channel, version in versions.items()]
         blobs = dict(await self._get_blobs(scope, keys)) if keys else {}
         return self._tuple(thread_id, checkpoint_ns, target, blobs)
+
+    async def _latest(self, scope: str) -> _Stored | None:
+        """The newest checkpoint of ``scope`` with its writes: they sort right after it, so a
+        descending read meets them first."""
+        before: str | None = None
+        collected: dict[str, list[bytes]] = {}
+        while True:
+            page = await self.manager.list_records(
+                scope, prefix="c:", before=before, limit=32, descending=True
+            )
+            for key, value in page:
+                cid, sep, _ = key[2:].partition(_SEP)
+                if sep:
+                    collected.setdefault(cid, []).append(value)
+                else:
+                    target = _Stored(cid, value)
+                    target.writes = collected.get(cid, [])
+                    return target
+            if len(page) < 32:
+                return None
+            before = page[-1][0]
 
     async def alist(
         self,
@@ -807,15 +814,20 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
             raise TypeError("thread_ids must be a sequence of thread ids, not a str")
         if strategy not in PRUNE_STRATEGIES:
             raise ValueError(f"Unknown prune strategy: {strategy!r}")
+        scopes: list[str] = []
         for thread_id in thread_ids:
-            session_id = self._session_id(thread_id)
-            scopes = await self._thread_scopes(session_id)
-            if strategy != "keep_latest":
-                for scope in scopes:
-                    await self.manager.delete_records(scope)
-                continue
+            scopes.extend(await self._thread_scopes(self._session_id(thread_id)))
+        if strategy != "keep_latest":
             for scope in scopes:
-                await self._keep_latest(scope)
+                await self.manager.delete_records(scope)
+            return
+        # A thread that uses a DeltaChannel is refused before anything is pruned.
+        for scope in scopes:
+            latest = await self._latest(scope)
+            if latest is not None:
+                _refuse_delta(latest.metadata(self.serde))
+        for scope in scopes:
+            await self._keep_latest(scope)
 
     async def _keep_latest(self, scope: str) -> None:
         """Keep the newest checkpoint of ``scope`` with its writes and the blobs it reads."""
@@ -824,12 +836,7 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
         if not stored:
             return
         latest = stored[-1]
-        metadata = latest.metadata(self.serde)
-        if "counters_since_delta_snapshot" in metadata:
-            raise NotImplementedError(
-                "keep_latest can't prune threads that use a DeltaChannel: it rebuilds the "
-                "latest value from older checkpoints"
-            )
+        _refuse_delta(latest.metadata(self.serde))  # it may have started using one since
         keep_prefix = _checkpoint_key(latest.checkpoint_id)
         doomed = [
             key for key, _ in rows if not (key == keep_prefix or key.startswith(keep_prefix + _SEP))
@@ -903,6 +910,14 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self._call(self._prune(thread_ids, strategy))
+
+
+def _refuse_delta(metadata: CheckpointMetadata) -> None:
+    if "counters_since_delta_snapshot" in metadata:
+        raise NotImplementedError(
+            "keep_latest can't prune threads that use a DeltaChannel: it rebuilds the latest "
+            "value from older checkpoints"
+        )
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:

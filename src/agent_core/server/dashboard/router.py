@@ -63,8 +63,10 @@ PAGE_SIZE = 25
 TRAIL_PAGE = 20
 #: A session whose heartbeat is older than this is shown as quiet.
 QUIET_AFTER = timedelta(minutes=5)
-#: Bursts of events within this many seconds become one "changed" message.
-_COALESCE_S = 0.25
+#: Events within this many seconds become one "changed" message: on a session page, and on
+#: the overview and list (which cost more to render again, and change with every session).
+_COALESCE_SESSION_S = 0.25
+_COALESCE_TENANT_S = 1.0
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -133,10 +135,11 @@ class _Dashboard:
     signer: CookieSigner
     env: jinja2.Environment
     static: _Static
-    overview_cache: dict[str, tuple[float, int, views.Overview]] = field(default_factory=dict)
-    #: Per tenant: how many changes the event streams have seen (a cached overview older
-    #: than the last change is not served).
-    generation: dict[str, int] = field(default_factory=dict)
+    #: Per tenant: (monotonic time its scan began, the overview).
+    overview_cache: dict[str, tuple[float, views.Overview]] = field(default_factory=dict)
+    #: Per tenant: when an event stream last heard of a change (monotonic); an overview whose
+    #: scan began before it is not served from the cache.
+    last_change: dict[str, float] = field(default_factory=dict)
 
 
 def _dashboard(request: Request) -> _Dashboard:
@@ -154,7 +157,7 @@ def _dashboard(request: Request) -> _Dashboard:
         )
         static = _Static()
         env.globals["static_url"] = static.url
-        env.filters.update(ago=_ago, when=_when, pretty=_pretty, short=_short)
+        env.filters.update(ago=_ago, when=_when, pretty=_pretty, short=_short, count=_count)
         dash = _Dashboard(CookieSigner(secret), env, static)
         state.dashboard = dash
     return dash
@@ -181,6 +184,10 @@ def _when(value: datetime | None) -> str:
 
 def _pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def _short(session_id: str) -> str:
@@ -262,7 +269,10 @@ def _finish(request: Request, response: Response, viewer: Viewer | None) -> Resp
 
 def _safe_next(target: str | None) -> str:
     """Only a path of this site: never ``//evil`` or ``https://evil`` (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    # Browsers drop tabs and newlines from a URL and read a backslash as a slash.
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return "/"
     return target
 
@@ -365,7 +375,10 @@ def _csrf_refused(request: Request, viewer: Viewer) -> Response:
 
 @router.get("/signin", response_class=HTMLResponse)
 async def signin_page(request: Request) -> Response:
-    viewer = await _viewer(request)
+    try:
+        viewer = await _viewer(request)
+    except StoreUnavailable:
+        return _unavailable(request)
     target = _safe_next(request.query_params.get("next"))
     if viewer.manager is not None:
         return _finish(request, RedirectResponse(target, status_code=303), viewer)
@@ -422,12 +435,16 @@ async def _overview(
     again, unless ``stale_ok`` (the list page only wants the agent types from it)."""
     dash = _dashboard(request)
     tenant = viewer.tenant
-    generation = dash.generation.get(tenant, 0)
     hit = dash.overview_cache.get(tenant)
-    if hit is not None and time.monotonic() - hit[0] < ttl and (stale_ok or hit[1] == generation):
-        return hit[2]
+    now = time.monotonic()
+    if (
+        hit is not None
+        and now - hit[0] < ttl
+        and (stale_ok or hit[0] >= dash.last_change.get(tenant, 0.0))
+    ):
+        return hit[1]
     data = await views.overview(viewer.require_manager())
-    dash.overview_cache[tenant] = (time.monotonic(), generation, data)
+    dash.overview_cache[tenant] = (now, data)
     return data
 
 
@@ -622,15 +639,18 @@ async def change_state(request: Request, session_id: str) -> Response:
             return _finish(request, Response("unknown action", status_code=400), viewer)
         try:
             sid = codec.validate_session_id(session_id)
+        except ValidationError:
+            return _finish(request, RedirectResponse("/sessions", status_code=303), viewer)
+        try:
             await manager.set_state(sid, ACTIONS[action][0])
             outcome = action
         except InvalidTransition:
             outcome = "invalid"
-        except (SessionNotFound, ValidationError):
+        except SessionNotFound:
             outcome = "gone"
         return _finish(
             request,
-            RedirectResponse(f"/sessions/{session_id}?done={outcome}", status_code=303),
+            RedirectResponse(f"/sessions/{sid}?done={outcome}", status_code=303),
             viewer,
         )
 
@@ -669,13 +689,13 @@ async def _changes(
                     yield b": keep-alive\n\n"
                 continue
             # Coalesce a burst: one refresh for many writes.
-            deadline = loop.time() + _COALESCE_S
+            changes = _dashboard(request).last_change
+            changes[tenant] = max(changes.get(tenant, 0.0), time.monotonic())
+            deadline = loop.time() + (_COALESCE_SESSION_S if session_id else _COALESCE_TENANT_S)
             with contextlib.suppress(TimeoutError):
                 while (left := deadline - loop.time()) > 0:
                     await stream.get(timeout=left)
             quiet_since = loop.time()
-            generations = _dashboard(request).generation
-            generations[tenant] = generations.get(tenant, 0) + 1
             data = event.session_id if session_id else ""
             yield f"event: changed\ndata: {data}\n\n".encode()
 
