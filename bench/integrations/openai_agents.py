@@ -8,12 +8,14 @@ Configurations (each on fresh storage: its own SQLite file or PostgreSQL databas
 
 * ``SQLiteSession``: the SDK's default, a file (WAL, its defaults);
 * ``agent-core sqlite``: ``AgentCoreSession(id, SessionManager.from_url("sqlite:///file"))``;
-* ``agent-core sqlite (from_url)``: ``AgentCoreSession.from_url(id, "sqlite:///file")``, which
-  runs on a private loop thread (every call hops threads);
-* ``SQLAlchemySession``: ``SQLAlchemySession.from_url(id, url="postgresql+asyncpg://...",
-  create_tables=True)``, one engine shared by the sessions of a worker set;
+* ``agent-core sqlite (from_url)``: ``AgentCoreSession.from_url(id, "sqlite:///file")``: the
+  sessions share one manager on a private loop thread, so every call hops threads;
+* ``SQLAlchemySession``: ``SQLAlchemySession(id, engine=engine, create_tables=True)``, one
+  ``postgresql+asyncpg`` engine for every session;
 * ``agent-core postgres``: ``AgentCoreSession(id, manager)`` on one manager
-  (``SessionManager.from_url(dsn)``: PostgreSQL, the in-process tier);
+  (``SessionManager.from_url(dsn)``: PostgreSQL, with the in-process tier, the default);
+* ``agent-core postgres (from_url)``: ``AgentCoreSession.from_url(id, dsn)``: one shared
+  manager without the in-process tier (``from_url``'s default) on a private loop thread;
 * ``records only (reference)``: the same manager's ``put_records`` / ``list_records`` with no
   trail checkpoint and no JSON, to show what the adapter (and its trail entry) costs.
 
@@ -208,6 +210,29 @@ class OursPostgres(Sessions):
         await self.env.drop_database(self.dsn)
 
 
+class OursPostgresFromURL(Sessions):
+    name, backend = "agent-core postgres (from_url)", "postgres"
+
+    def __init__(self, env: BenchEnv) -> None:
+        self.env = env
+        self.made: list[Any] = []
+
+    async def start(self) -> None:
+        self.dsn = await self.env.new_database("oa-agent-core-url")
+
+    def session(self, session_id: str) -> Any:
+        from agent_core.integrations.openai_agents import AgentCoreSession
+
+        made = AgentCoreSession.from_url(session_id, self.dsn)
+        self.made.append(made)
+        return made
+
+    async def stop(self) -> None:
+        for made in self.made:
+            await made.aclose()
+        await self.env.drop_database(self.dsn)
+
+
 class _RecordsOnly:
     """put_records / list_records as a session would, without the adapter."""
 
@@ -242,6 +267,7 @@ CONFIGS: list[Callable[[BenchEnv], Sessions]] = [
     OursSQLiteFromURL,
     SDKSQLAlchemy,
     OursPostgres,
+    OursPostgresFromURL,
     RecordsOnlyPostgres,
 ]
 BASELINE = {"sqlite": "SQLiteSession", "postgres": "SQLAlchemySession"}

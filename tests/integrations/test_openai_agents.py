@@ -276,6 +276,25 @@ async def test_purge_erases_the_items(make_manager: MakeManager) -> None:
     assert _contents(await by_id.get_items()) == ["new0"]
 
 
+async def test_a_conversation_in_use_stays_alive(make_manager: MakeManager) -> None:
+    manager = await make_manager()
+    sdk_id = _sid()
+    await AgentCoreSession(sdk_id, manager).add_items(_messages(1))
+    sid = ids.session_id_for(FRAMEWORK, sdk_id, tenant=getattr(manager, "tenant", None))
+    created = await manager.get_session(sid)
+    assert created is not None
+    # a process that takes the conversation up heartbeats it with its first add_items
+    resumed = AgentCoreSession(sdk_id, manager)
+    await asyncio.sleep(0.01)
+    await resumed.add_items(_messages(1))
+    after = await manager.get_session(sid)
+    assert after is not None and after.last_heartbeat > created.last_heartbeat
+    # ... and then at most every HEARTBEAT_EVERY seconds, not on every call
+    await resumed.add_items(_messages(1))
+    again = await manager.get_session(sid)
+    assert again is not None and again.last_heartbeat == after.last_heartbeat
+
+
 async def test_deleted_session_refuses_items(session: AgentCoreSession) -> None:
     await session.add_items(_messages(1))
     assert await session.manager.delete_session(session.agent_core_session_id)

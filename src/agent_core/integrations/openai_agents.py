@@ -41,6 +41,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -90,6 +91,9 @@ _PAGE = 10_000  # the most items or keys one records call takes
 _MAX_INDEX = 999_999  # six digits of index under one seq
 _JSON_ONLY = "j"  # key suffix of an item that only json.loads reads back exactly (_encode)
 _TRAIL_KINDS = 16  # roles listed in one trail entry; the count says how many there were
+# add_items heartbeats the session at most this often (seconds), so a conversation in use stays
+# alive to the stale sweep and the dashboard without a heartbeat per call.
+HEARTBEAT_EVERY = 60.0
 
 
 def items_scope(agent_core_session_id: str) -> str:
@@ -285,6 +289,7 @@ class AgentCoreSession:
         )
         self._scope = items_scope(self.agent_core_session_id)
         self._closed = False
+        self._beat_at = -HEARTBEAT_EVERY  # monotonic time of this object's last heartbeat
         self._owned: weakref.finalize[Any, AgentCoreSession] | None = None
         try:
             self._home: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -310,7 +315,11 @@ class AgentCoreSession:
         The ``from_url`` sessions of one process with the same URLs and options share that
         manager (one pool, one thread), which the last of them closes: ``close()``,
         ``aclose()`` or garbage collection. ``memory://`` is never shared.
+
+        ``local_cache`` defaults to ``False``: the adapter reads no session through the
+        in-process tier (items are records, which no tier holds), so it would only cost time.
         """
+        options.setdefault("local_cache", False)
         host = _acquire_host(store_url, cache_url, options)
         try:
             session = cls(
@@ -457,6 +466,7 @@ class AgentCoreSession:
         except SessionNotFound:
             await self._create()
             checkpoint = await manager.append_checkpoint(sid, ITEMS_ADDED, data)
+            self._beat_at = time.monotonic()  # a new session starts with a heartbeat
         prefix = f"{checkpoint.seq:016d}."
         records = [
             (f"{prefix}{index:06d}{_JSON_ONLY if json_only else ''}", value)
@@ -469,6 +479,15 @@ class AgentCoreSession:
                 session_id=sid,
                 user_id=self.user_id or None,
             )
+        now = time.monotonic()
+        if now - self._beat_at >= HEARTBEAT_EVERY:
+            # The items are in: a failed heartbeat must not make the caller add them again.
+            try:
+                await manager.heartbeat(sid)
+            except AgentCoreError as exc:
+                logger.warning("heartbeat of session %s failed: %s", sid, exc)
+            else:
+                self._beat_at = now
 
     async def _create(self) -> None:
         # ConflictError: another process created it first (or it was deleted, and the append
