@@ -74,7 +74,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
 
-__all__ = ["FRAMEWORK", "AgentCoreSession"]
+__all__ = [
+    "FRAMEWORK",
+    "HEARTBEAT_EVERY",
+    "ITEMS_ADDED",
+    "ITEM_POPPED",
+    "SESSION_CLEARED",
+    "AgentCoreSession",
+    "items_scope",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +91,7 @@ T = TypeVar("T")
 FRAMEWORK = "openai-agents"
 """The framework name in session ids, scopes and metadata."""
 
+# The names of the trail entries the adapter appends.
 ITEMS_ADDED = "openai.items_added"
 ITEM_POPPED = "openai.item_popped"
 SESSION_CLEARED = "openai.session_cleared"
