@@ -214,6 +214,29 @@ async def test_keep_latest_refuses_delta_channel_threads_before_pruning_any(
     assert kept[0].checkpoint["channel_values"] == {"steps": ["a", "b"]}
 
 
+async def test_keep_latest_keeps_writes_saved_ahead_of_their_checkpoint(
+    manager: SessionManager,
+) -> None:
+    # A run saves a step's writes in the background: they can land before their checkpoint.
+    saver = AgentCoreSaver(manager)
+    thread = str(uuid.uuid4())
+    first = await saver.aput(_config(thread), _checkpoint({"a": 1}, {"a": "1"}), {}, {"a": "1"})
+    second = await saver.aput(first, _checkpoint({"a": 2}, {"a": "2"}), {}, {"a": "2"})
+    await saver.aput_writes(first, [("x", "old")], "t1")
+    ahead = _checkpoint({"a": 3}, {"a": "3"})
+    await saver.aput_writes(_config(thread, ahead["id"]), [("x", "ahead")], "t2")
+    await saver.aprune([thread], strategy="keep_latest")
+    await saver.aput(second, ahead, {}, {"a": "3"})
+    latest = await saver.aget_tuple(_config(thread))
+    assert latest is not None
+    assert latest.checkpoint["id"] == ahead["id"]
+    assert latest.pending_writes == [("t2", "x", "ahead")]
+    assert [t.checkpoint["id"] async for t in saver.alist(_config(thread))] == [
+        ahead["id"],
+        second["configurable"]["checkpoint_id"],
+    ]
+
+
 async def test_prune_rejects_unknown_strategies_and_a_single_string(
     manager: SessionManager,
 ) -> None:

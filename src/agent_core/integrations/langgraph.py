@@ -830,7 +830,13 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
             await self._keep_latest(scope)
 
     async def _keep_latest(self, scope: str) -> None:
-        """Keep the newest checkpoint of ``scope`` with its writes and the blobs it reads."""
+        """Keep the newest checkpoint of ``scope`` with its writes and the values it reads.
+
+        A run may save into the thread meanwhile: only what was read is deleted, writes go by
+        the checkpoints deleted (a step's writes can commit before its checkpoint does), and
+        the values are listed before the checkpoints, so a checkpoint saved in between (its
+        values and itself commit together) keeps its values."""
+        blob_keys = [key for key, _ in await self._all_rows(scope, "b:")]
         rows = await self._all_rows(scope, "c:")
         stored, _ = _group(rows)
         if not stored:
@@ -838,12 +844,11 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
         latest = stored[-1]
         _refuse_delta(latest.metadata(self.serde))  # it may have started using one since
         keep_prefix = _checkpoint_key(latest.checkpoint_id)
-        doomed = [
-            key for key, _ in rows if not (key == keep_prefix or key.startswith(keep_prefix + _SEP))
-        ]
+        gone = {s.checkpoint_id for s in stored[:-1]}
+        doomed = [key for key, _ in rows if key[2:].partition(_SEP)[0] in gone]
         versions = latest.checkpoint(self.serde)["channel_versions"]
         referenced = {_blob_key(channel, version) for channel, version in versions.items()}
-        doomed.extend(key for key, _ in await self._all_rows(scope, "b:") if key not in referenced)
+        doomed.extend(key for key in blob_keys if key not in referenced)
         for start in range(0, len(doomed), _PAGE):
             await self.manager.delete_records(scope, keys=doomed[start : start + _PAGE])
         if latest.parent_id is not None:
