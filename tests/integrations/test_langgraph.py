@@ -294,6 +294,26 @@ async def test_graph_invoke_from_a_thread_runs_on_the_managers_loop(
     assert latest.metadata["step"] == 2
 
 
+async def test_async_calls_from_another_loop_run_on_the_home_loop(
+    manager: SessionManager,
+) -> None:
+    saver = AgentCoreSaver(manager)
+    thread = str(uuid.uuid4())
+    await _graph(saver).ainvoke({"steps": []}, _config(thread))
+
+    async def elsewhere() -> tuple[Any, int]:
+        # Another thread's loop: the manager's connections belong to the test's loop.
+        latest = await saver.aget_tuple(_config(thread))
+        listed = [t async for t in saver.alist(_config(thread), limit=3)]
+        more = await _graph(saver).ainvoke({"steps": ["x"]}, _config(thread))
+        return (latest.checkpoint["channel_values"] if latest else None, more), len(listed)
+
+    (values, more), count = await asyncio.to_thread(asyncio.run, elsewhere())
+    assert values == {"steps": ["a", "b"]}
+    assert more == {"steps": ["a", "b", "x", "a", "b"]}
+    assert count == 3
+
+
 async def test_a_sync_call_inside_the_home_loop_is_refused(manager: SessionManager) -> None:
     saver = AgentCoreSaver(manager)
     with pytest.raises(ConfigurationError, match="synchronous call"):
