@@ -144,6 +144,21 @@ async def test_writes_keep_their_first_value_but_errors_and_interrupts_are_repla
     ]
 
 
+async def test_the_latest_checkpoint_with_many_writes(manager: SessionManager) -> None:
+    # The latest checkpoint and its writes come from descending pages that grow: 8, 32, ...
+    saver = AgentCoreSaver(manager)
+    thread = str(uuid.uuid4())
+    older = await saver.aput(_config(thread), _checkpoint({}, {}), {}, {})
+    await saver.aput_writes(older, [(f"o{i}", i) for i in range(5)], "t0")
+    latest = await saver.aput(older, _checkpoint({}, {}), {}, {})
+    writes = [(f"c{i:02}", i) for i in range(50)]
+    await saver.aput_writes(latest, writes, "t1")
+    loaded = await saver.aget_tuple(_config(thread))
+    assert loaded is not None
+    assert loaded.config["configurable"]["checkpoint_id"] == latest["configurable"]["checkpoint_id"]
+    assert loaded.pending_writes == [("t1", channel, value) for channel, value in writes]
+
+
 async def test_delete_thread_erases_the_session_and_its_records(manager: SessionManager) -> None:
     saver = AgentCoreSaver(manager)
     thread = str(uuid.uuid4())

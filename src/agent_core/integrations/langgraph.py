@@ -525,9 +525,11 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
         descending read meets them first."""
         before: str | None = None
         collected: dict[str, list[bytes]] = {}
+        # A step has a few writes: a short first page, longer ones if it has many.
+        limit = 8
         while True:
             page = await self.manager.list_records(
-                scope, prefix="c:", before=before, limit=32, descending=True
+                scope, prefix="c:", before=before, limit=limit, descending=True
             )
             for key, value in page:
                 cid, sep, _ = key[2:].partition(_SEP)
@@ -537,9 +539,10 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
                     target = _Stored(cid, value)
                     target.writes = collected.get(cid, [])
                     return target
-            if len(page) < 32:
+            if len(page) < limit:
                 return None
             before = page[-1][0]
+            limit = min(limit * 4, _PAGE)
 
     async def alist(
         self,
