@@ -159,6 +159,26 @@ async def test_the_latest_checkpoint_with_many_writes(manager: SessionManager) -
     assert loaded.pending_writes == [("t1", channel, value) for channel, value in writes]
 
 
+async def test_list_with_a_limit_pages_through_many_writes(manager: SessionManager) -> None:
+    saver = AgentCoreSaver(manager)
+    thread = str(uuid.uuid4())
+    config = _config(thread)
+    ids = []
+    for n in range(4):
+        config = await saver.aput(config, _checkpoint({}, {}), {"step": n}, {})
+        await saver.aput_writes(config, [(f"c{i:02}", i) for i in range(20)], f"t{n}")
+        ids.append(config["configurable"]["checkpoint_id"])
+    for limit in (1, 2, 3):
+        listed = [t async for t in saver.alist(_config(thread), limit=limit)]
+        assert [t.checkpoint["id"] for t in listed] == ids[::-1][:limit]
+        assert all(len(t.pending_writes or []) == 20 for t in listed)
+    before = [
+        t async for t in saver.alist(_config(thread), before=_config(thread, ids[2]), limit=1)
+    ]
+    assert [t.checkpoint["id"] for t in before] == [ids[1]]
+    assert [t.metadata["step"] for t in before] == [1]
+
+
 async def test_delete_thread_erases_the_session_and_its_records(manager: SessionManager) -> None:
     saver = AgentCoreSaver(manager)
     thread = str(uuid.uuid4())

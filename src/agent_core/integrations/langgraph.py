@@ -582,8 +582,11 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
             cursor = _checkpoint_key(before_id) if before_id else None
             pending: dict[str, list[bytes]] = {}
             while True:
+                # list(limit=1) is common (the parent, the last few states): read about what
+                # it needs, a checkpoint and a few writes each, not a whole page.
+                size = _PAGE if remaining is None or filter else min(_PAGE, 8 * remaining)
                 page = await self.manager.list_records(
-                    scope, prefix=prefix, before=cursor, limit=_PAGE, descending=True
+                    scope, prefix=prefix, before=cursor, limit=size, descending=True
                 )
                 batch: list[tuple[_Stored, CheckpointMetadata | None]] = []
                 for key, value in page:
@@ -609,7 +612,7 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
                     yield item
                 if remaining == 0:
                     return
-                if len(page) < _PAGE:
+                if len(page) < size:
                     break
                 cursor = page[-1][0]
 
