@@ -168,7 +168,7 @@ async def test_another_tenants_session_is_an_unknown_id(
             r = await client.request(**spec)
         code = (
             r.json().get("code")
-            if r.headers["content-type"] == "application/problem+json"
+            if r.headers.get("content-type") == "application/problem+json"
             else None
         )
         answers[name] = (r.status_code, code)
