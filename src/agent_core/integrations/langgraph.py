@@ -418,8 +418,8 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
                 return rows
             after = page[-1][0]
 
-    async def _get_blobs(self, scope: str, keys: list[str]) -> list[tuple[str, Any]]:
-        found: list[tuple[str, Any]] = []
+    async def _get_blobs(self, scope: str, keys: list[str]) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
         for start in range(0, len(keys), _PAGE):
             chunk = await self.manager.get_records(scope, keys[start : start + _PAGE])
             found.extend(chunk.items())
