@@ -701,6 +701,8 @@ def main() -> None:  # pragma: no cover - a thin wrapper around ADK's own CLI
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from agent_core.integrations import adk as _adk
+    # Run the package's module, not this __main__ copy of it, so that the classes ADK resolves
+    # from the registered schemes are the importable agent_core.integrations.adk ones.
+    import importlib
 
-    _adk.main()
+    importlib.import_module("agent_core.integrations.adk").main()
