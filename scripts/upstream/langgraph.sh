@@ -51,6 +51,31 @@ echo "test modules: ${tests[*]#tests/}"
 # Their settings apply (we run from their tree), minus addopts (coverage, snapshot flags).
 # NO_DOCKER: their own PostgreSQL/Redis stores and caches stay off (memory and SQLite only).
 cd "$src"
-NO_DOCKER=true AGENT_CORE_UPSTREAM_BACKENDS="$backends" PYTHONPATH="$here:$src${PYTHONPATH:+:$PYTHONPATH}" \
-    "$python" -m pytest -p langgraph_plugin -p no:cacheprovider -q -o addopts="" \
-    -W ignore::DeprecationWarning "${tests[@]}"
+run() { # $1: backend; output in $work/$1.log
+    NO_DOCKER=true AGENT_CORE_UPSTREAM_BACKENDS="$1" \
+        PYTHONPATH="$here:$src${PYTHONPATH:+:$PYTHONPATH}" \
+        "$python" -m pytest -p langgraph_plugin -p no:cacheprovider -q -o addopts="" \
+        -W ignore::DeprecationWarning "${tests[@]}" >"$work/$1.log" 2>&1
+}
+# The backends run side by side: the tests mostly wait (sleeps, round trips), so two runs take
+# little more than one.
+declare -A pids
+for backend in ${backends//,/ }; do
+    run "$backend" &
+    pids[$backend]=$!
+done
+status=0
+total=0
+for backend in ${backends//,/ }; do
+    echo "== $backend"
+    if wait "${pids[$backend]}"; then
+        grep -v -E '^[.sxFE]+ *(\[ *[0-9]+%\])?$' "$work/$backend.log" | tail -n 12
+    else
+        status=1
+        cat "$work/$backend.log"
+    fi
+    count="$(sed -n 's/^passed: \([0-9]*\)$/\1/p' "$work/$backend.log" | tail -n 1)"
+    total=$((total + ${count:-0}))
+done
+echo "passed: $total"
+exit $status

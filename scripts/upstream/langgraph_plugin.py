@@ -81,14 +81,23 @@ def _recycle(schema: str) -> None:
     _free_schemas.append(schema)
 
 
+def _serde() -> Any:
+    # LANGGRAPH_STRICT_MSGPACK=true: strict msgpack, as their own fixtures do then.
+    if os.getenv("LANGGRAPH_STRICT_MSGPACK", "false").lower() not in ("1", "true", "yes"):
+        return None
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    return JsonPlusSerializer(allowed_msgpack_modules=None)
+
+
 @contextlib.contextmanager
 def _saver(backend: str, tmp_path: Path) -> Iterator[AgentCoreSaver]:
     if backend == "agentcore_sqlite":
-        yield AgentCoreSaver.from_url(f"sqlite:///{tmp_path / 'agent_core.db'}")
+        yield AgentCoreSaver.from_url(f"sqlite:///{tmp_path / 'agent_core.db'}", serde=_serde())
         return
     schema = _take_schema()
     try:
-        yield AgentCoreSaver.from_url(_server.dsn, store_options={"schema": schema})
+        yield AgentCoreSaver.from_url(_server.dsn, serde=_serde(), store_options={"schema": schema})
     finally:
         _recycle(schema)
 

@@ -56,7 +56,6 @@ if [[ "$which" != sqlite ]]; then
         AGENT_CORE_UPSTREAM_POSTGRES_URL="$AGENT_CORE_TEST_POSTGRES_URL" run postgres || status=1
     else
         # A throwaway server for the length of the run.
-        export -f run
         export src here python
         tests_list="${tests[*]}"
         export tests_list

@@ -22,6 +22,7 @@ from google.adk.cli import service_registry
 from google.adk.cli.fast_api import get_fast_api_app
 from google.adk.cli.utils.service_factory import create_session_service_from_options
 
+from agent_core.cli_format import DEFAULT_STORE_URL
 from agent_core.errors import ConfigurationError
 from agent_core.integrations import adk
 from agent_core.integrations.adk import AgentCoreSessionService, manager_from_uri, register
@@ -58,6 +59,8 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[SessionManager]:
 
 
 def test_uri_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STORE_URL", "CACHE_URL", "NAMESPACE", "ENCRYPTION_KEYS"):
+        monkeypatch.delenv(f"AGENT_CORE_{name}", raising=False)
     db = tmp_path / "s.db"
     manager = manager_from_uri(f"agentcore+sqlite:///{db}")
     assert manager.store.url == f"sqlite:///{db}"
@@ -74,11 +77,17 @@ def test_uri_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert isinstance(manager_from_uri("agentcore+memory://").store, MemoryStore)
 
+    # agentcore:// is the CLI's store: its default, or the environment's
+    default = SessionManager.from_url(DEFAULT_STORE_URL).store.url
+    assert manager_from_uri("agentcore://").store.url == default
     monkeypatch.setenv("AGENT_CORE_STORE_URL", f"sqlite:///{tmp_path / 'env.db'}")
     monkeypatch.setenv("AGENT_CORE_NAMESPACE", "from_env")
     manager = manager_from_uri("agentcore://")
     assert manager.store.url == f"sqlite:///{tmp_path / 'env.db'}"
     assert manager.namespace == "from_env"
+    # as on the command line, the environment fills in what the URI leaves out
+    assert manager_from_uri(f"agentcore+sqlite:///{db}").namespace == "from_env"
+    assert manager_from_uri(f"agentcore+sqlite:///{db}?namespace=mine").namespace == "mine"
 
     for bad in ("agentcore://somewhere/x.db", "postgresql://db/x", "agentcore+ftp://x"):
         with pytest.raises(ConfigurationError):

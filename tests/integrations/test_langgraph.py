@@ -144,6 +144,41 @@ async def test_writes_keep_their_first_value_but_errors_and_interrupts_are_repla
     ]
 
 
+async def test_the_latest_checkpoint_with_many_writes(manager: SessionManager) -> None:
+    # The latest checkpoint and its writes come from descending pages that grow: 8, 32, ...
+    saver = AgentCoreSaver(manager)
+    thread = str(uuid.uuid4())
+    older = await saver.aput(_config(thread), _checkpoint({}, {}), {}, {})
+    await saver.aput_writes(older, [(f"o{i}", i) for i in range(5)], "t0")
+    latest = await saver.aput(older, _checkpoint({}, {}), {}, {})
+    writes = [(f"c{i:02}", i) for i in range(50)]
+    await saver.aput_writes(latest, writes, "t1")
+    loaded = await saver.aget_tuple(_config(thread))
+    assert loaded is not None
+    assert loaded.config["configurable"]["checkpoint_id"] == latest["configurable"]["checkpoint_id"]
+    assert loaded.pending_writes == [("t1", channel, value) for channel, value in writes]
+
+
+async def test_list_with_a_limit_pages_through_many_writes(manager: SessionManager) -> None:
+    saver = AgentCoreSaver(manager)
+    thread = str(uuid.uuid4())
+    config = _config(thread)
+    ids = []
+    for n in range(4):
+        config = await saver.aput(config, _checkpoint({}, {}), {"step": n}, {})
+        await saver.aput_writes(config, [(f"c{i:02}", i) for i in range(20)], f"t{n}")
+        ids.append(config["configurable"]["checkpoint_id"])
+    for limit in (1, 2, 3):
+        listed = [t async for t in saver.alist(_config(thread), limit=limit)]
+        assert [t.checkpoint["id"] for t in listed] == ids[::-1][:limit]
+        assert all(len(t.pending_writes or []) == 20 for t in listed)
+    before = [
+        t async for t in saver.alist(_config(thread), before=_config(thread, ids[2]), limit=1)
+    ]
+    assert [t.checkpoint["id"] for t in before] == [ids[1]]
+    assert [t.metadata["step"] for t in before] == [1]
+
+
 async def test_delete_thread_erases_the_session_and_its_records(manager: SessionManager) -> None:
     saver = AgentCoreSaver(manager)
     thread = str(uuid.uuid4())
@@ -214,6 +249,29 @@ async def test_keep_latest_refuses_delta_channel_threads_before_pruning_any(
     assert kept[0].checkpoint["channel_values"] == {"steps": ["a", "b"]}
 
 
+async def test_keep_latest_keeps_writes_saved_ahead_of_their_checkpoint(
+    manager: SessionManager,
+) -> None:
+    # A run saves a step's writes in the background: they can land before their checkpoint.
+    saver = AgentCoreSaver(manager)
+    thread = str(uuid.uuid4())
+    first = await saver.aput(_config(thread), _checkpoint({"a": 1}, {"a": "1"}), {}, {"a": "1"})
+    second = await saver.aput(first, _checkpoint({"a": 2}, {"a": "2"}), {}, {"a": "2"})
+    await saver.aput_writes(first, [("x", "old")], "t1")
+    ahead = _checkpoint({"a": 3}, {"a": "3"})
+    await saver.aput_writes(_config(thread, ahead["id"]), [("x", "ahead")], "t2")
+    await saver.aprune([thread], strategy="keep_latest")
+    await saver.aput(second, ahead, {}, {"a": "3"})
+    latest = await saver.aget_tuple(_config(thread))
+    assert latest is not None
+    assert latest.checkpoint["id"] == ahead["id"]
+    assert latest.pending_writes == [("t2", "x", "ahead")]
+    assert [t.checkpoint["id"] async for t in saver.alist(_config(thread))] == [
+        ahead["id"],
+        second["configurable"]["checkpoint_id"],
+    ]
+
+
 async def test_prune_rejects_unknown_strategies_and_a_single_string(
     manager: SessionManager,
 ) -> None:
@@ -269,6 +327,26 @@ async def test_graph_invoke_from_a_thread_runs_on_the_managers_loop(
     latest = await saver.aget_tuple(_config(thread))
     assert latest is not None
     assert latest.metadata["step"] == 2
+
+
+async def test_async_calls_from_another_loop_run_on_the_home_loop(
+    manager: SessionManager,
+) -> None:
+    saver = AgentCoreSaver(manager)
+    thread = str(uuid.uuid4())
+    await _graph(saver).ainvoke({"steps": []}, _config(thread))
+
+    async def elsewhere() -> tuple[Any, int]:
+        # Another thread's loop: the manager's connections belong to the test's loop.
+        latest = await saver.aget_tuple(_config(thread))
+        listed = [t async for t in saver.alist(_config(thread), limit=3)]
+        more = await _graph(saver).ainvoke({"steps": ["x"]}, _config(thread))
+        return (latest.checkpoint["channel_values"] if latest else None, more), len(listed)
+
+    (values, more), count = await asyncio.to_thread(asyncio.run, elsewhere())
+    assert values == {"steps": ["a", "b"]}
+    assert more == {"steps": ["a", "b", "x", "a", "b"]}
+    assert count == 3
 
 
 async def test_a_sync_call_inside_the_home_loop_is_refused(manager: SessionManager) -> None:

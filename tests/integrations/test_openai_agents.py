@@ -276,6 +276,25 @@ async def test_purge_erases_the_items(make_manager: MakeManager) -> None:
     assert _contents(await by_id.get_items()) == ["new0"]
 
 
+async def test_a_conversation_in_use_stays_alive(make_manager: MakeManager) -> None:
+    manager = await make_manager()
+    sdk_id = _sid()
+    await AgentCoreSession(sdk_id, manager).add_items(_messages(1))
+    sid = ids.session_id_for(FRAMEWORK, sdk_id, tenant=getattr(manager, "tenant", None))
+    created = await manager.get_session(sid)
+    assert created is not None
+    # a process that takes the conversation up heartbeats it with its first add_items
+    resumed = AgentCoreSession(sdk_id, manager)
+    await asyncio.sleep(0.01)
+    await resumed.add_items(_messages(1))
+    after = await manager.get_session(sid)
+    assert after is not None and after.last_heartbeat > created.last_heartbeat
+    # ... and then at most every HEARTBEAT_EVERY seconds, not on every call
+    await resumed.add_items(_messages(1))
+    again = await manager.get_session(sid)
+    assert again is not None and again.last_heartbeat == after.last_heartbeat
+
+
 async def test_deleted_session_refuses_items(session: AgentCoreSession) -> None:
     await session.add_items(_messages(1))
     assert await session.manager.delete_session(session.agent_core_session_id)
@@ -455,14 +474,27 @@ async def test_from_url_sessions_share_the_store(store_urls: dict[str, Any]) -> 
     sdk_id = _sid()
     first = AgentCoreSession.from_url(sdk_id, **store_urls)
     second = AgentCoreSession.from_url(sdk_id, **store_urls)
+    other = AgentCoreSession.from_url(_sid(), **store_urls)
     try:
+        # one manager (one pool, one loop thread) for the sessions of the same URLs
+        assert first.manager is second.manager is other.manager
         await first.add_items(_messages(2))
         assert _contents(await second.get_items()) == ["m0", "m1"]
         assert await second.pop_item() == _messages(2)[1]
-        assert _contents(await first.get_items()) == ["m0"]
+        first.close()  # the others go on
+        assert _contents(await second.get_items()) == ["m0"]
+        assert await other.get_items() == []
     finally:
         first.close()
         second.close()
+        await other.aclose()
+    # the last one closed the manager; a new session gets a new one, on the same store
+    again = AgentCoreSession.from_url(sdk_id, **store_urls)
+    try:
+        assert again.manager is not first.manager
+        assert _contents(await again.get_items()) == ["m0"]
+    finally:
+        await again.aclose()
 
 
 def test_from_url_closes_without_a_loop(tmp_path: Path) -> None:
@@ -483,3 +515,18 @@ async def test_manager_is_not_closed_by_the_session(make_manager: MakeManager) -
     async with AgentCoreSession(_sid(), manager) as session:
         await session.add_items(_messages(1))
     assert await AgentCoreSession(session.session_id, manager).get_items() == _messages(1)
+
+
+async def test_tenants_keep_their_conversations_apart(make_manager: MakeManager) -> None:
+    try:
+        acme, globex = await make_manager(tenant="acme"), await make_manager(tenant="globex")
+    except TypeError:
+        pytest.skip("this SessionManager has no tenants yet")
+    sdk_id = _sid()
+    ours, theirs = AgentCoreSession(sdk_id, acme), AgentCoreSession(sdk_id, globex)
+    assert ours.agent_core_session_id != theirs.agent_core_session_id
+    await ours.add_items(_messages(2))
+    await theirs.add_items(_messages(1, prefix="g"))
+    assert _contents(await ours.get_items()) == ["m0", "m1"]
+    assert _contents(await theirs.get_items()) == ["g0"]
+    assert await acme.get_session(theirs.agent_core_session_id) is None

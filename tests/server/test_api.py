@@ -3,6 +3,7 @@ checkpoints, leases, conditional and fenced writes, listing, purge and export.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -350,3 +351,22 @@ async def test_keys_are_stored_as_hashes(app: Any, keys: Keys) -> None:
         assert secret.removeprefix("ak_").encode() not in blob
     listed = await app.state.hub.keys.list(keys.tenant)
     assert {k.key_id for k in listed} == set(keys.ids.values())
+
+
+async def test_concurrent_conditional_writes_one_wins(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    w = keys.headers(Role.WRITER)
+    sid = (await create(client, keys))["session_id"]
+
+    async def patch(i: int) -> httpx.Response:
+        return await client.patch(
+            f"/v1/sessions/{sid}/context", json={"winner": i}, headers={**w, "If-Match": '"1"'}
+        )
+
+    answers = await asyncio.gather(*(patch(i) for i in range(6)))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200, 412, 412, 412, 412, 412], [r.text for r in answers]
+    winner = next(r for r in answers if r.status_code == 200).json()["context"]["winner"]
+    r = await client.get(f"/v1/sessions/{sid}", headers=w)
+    assert r.json()["context"] == {"winner": winner} and r.headers["etag"] == '"2"'

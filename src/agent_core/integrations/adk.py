@@ -33,10 +33,10 @@ Registering ``agentcore`` URIs for ``adk web`` / ``adk api_server --session_serv
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 import json
-import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -111,8 +111,6 @@ _MAX_ATTEMPTS: Final = 8
 """Compare-and-set attempts of one append_event against agent-core's own writes."""
 _HEAD_CACHE_SIZE: Final = 4096
 _OUR_QUERY_KEYS: Final = ("cache_url", "namespace", "tenant")
-_ENV_PREFIX: Final = "AGENT_CORE_"
-_DEFAULT_STORE_URL: Final = "sqlite:///agent_core.db"
 
 
 def adk_session_id(app_name: str, user_id: str, session_id: str, *, tenant: str | None) -> str:
@@ -614,20 +612,23 @@ def _merge(
 
 
 def manager_from_uri(uri: str, **options: Any) -> SessionManager:
-    """A ``SessionManager`` for an ``agentcore`` URI.
+    """A ``SessionManager`` for an ``agentcore`` URI, chosen by the ``agent-core`` CLI's rules
+    (``agent_core.cli_format``), so ``adk web`` and the CLI see the same sessions.
 
     * ``agentcore+<store URL>``: any agent-core store URL behind ``agentcore+``:
       ``agentcore+sqlite:////abs/sessions.db``, ``agentcore+sqlite:///relative.db``,
       ``agentcore+postgresql://user:pass@host/db``, ``agentcore+memory://``;
-    * ``agentcore://``: the store the ``agent-core`` CLI uses, from the environment
-      (``AGENT_CORE_STORE_URL``, default ``sqlite:///agent_core.db``; ``AGENT_CORE_CACHE_URL``,
-      ``AGENT_CORE_NAMESPACE``).
+    * ``agentcore://``: the CLI's store, ``AGENT_CORE_STORE_URL`` (default
+      ``sqlite:///agent-core.db``).
 
     Query parameters ``cache_url``, ``namespace`` and ``tenant`` are agent-core's (the others
-    stay on the store URL, e.g. ``sslmode``). ``AGENT_CORE_ENCRYPTION_KEYS`` turns on encryption
-    at rest, as for the CLI: keys never travel in a URL. ``options`` are ``SessionManager``
+    stay on the store URL, e.g. ``sslmode``); without them, as for the CLI,
+    ``AGENT_CORE_CACHE_URL`` and ``AGENT_CORE_NAMESPACE`` apply. ``AGENT_CORE_ENCRYPTION_KEYS``
+    turns on encryption at rest (keys never travel in a URI). ``options`` are ``SessionManager``
     options (``checkpoint_window``, ``max_payload_bytes``, ...).
     """
+    from agent_core import cli_format
+
     try:
         parts = urlsplit(uri)
     except ValueError as exc:
@@ -635,35 +636,35 @@ def manager_from_uri(uri: str, **options: Any) -> SessionManager:
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in query if k in _OUR_QUERY_KEYS}
     rest = [(k, v) for k, v in query if k not in _OUR_QUERY_KEYS]
-    env = os.environ
+    store: str | None = None
     if parts.scheme == "agentcore":
         if parts.netloc or parts.path or rest:
             raise ConfigurationError(
                 "agentcore:// takes the store from AGENT_CORE_STORE_URL; name a store with"
                 " agentcore+sqlite:///..., agentcore+postgresql://... or agentcore+memory://"
             )
-        store_url = env.get(_ENV_PREFIX + "STORE_URL") or _DEFAULT_STORE_URL
-        ours.setdefault("cache_url", env.get(_ENV_PREFIX + "CACHE_URL", ""))
-        ours.setdefault("namespace", env.get(_ENV_PREFIX + "NAMESPACE", ""))
     elif parts.scheme.startswith("agentcore+"):
         inner = parts._replace(scheme=parts.scheme[len("agentcore+") :], query=urlencode(rest))
-        store_url = urlunsplit(inner)
-        if inner.scheme == "sqlite" and not inner.netloc and store_url.startswith("sqlite:/"):
+        store = urlunsplit(inner)
+        if inner.scheme == "sqlite" and not inner.netloc and store.startswith("sqlite:/"):
             # urlunsplit drops the empty authority: sqlite:/x.db -> sqlite:///x.db.
-            store_url = "sqlite://" + store_url[len("sqlite:") :]
+            store = "sqlite://" + store[len("sqlite:") :]
         if inner.scheme == "memory":
-            store_url = "memory://"
+            store = "memory://"
     else:
         raise ConfigurationError(f"not an agentcore URI (scheme {parts.scheme!r})")
-    keys = env.get(_ENV_PREFIX + "ENCRYPTION_KEYS")
+    args = argparse.Namespace(
+        store=store, cache=ours.get("cache_url") or None, namespace=ours.get("namespace") or None
+    )
+    keys = cli_format.env("ENCRYPTION_KEYS")
     if keys and "encryption_keys" not in options:
         options["encryption_keys"] = keys
     if ours.get("tenant"):
         options["tenant"] = ours["tenant"]
     return SessionManager.from_url(
-        store_url,
-        cache_url=ours.get("cache_url") or None,
-        namespace=ours.get("namespace") or "agent_core",
+        cli_format.store_url(args),
+        cache_url=cli_format.cache_url(args),
+        namespace=cli_format.namespace(args),
         **options,
     )
 
@@ -700,6 +701,8 @@ def main() -> None:  # pragma: no cover - a thin wrapper around ADK's own CLI
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from agent_core.integrations import adk as _adk
+    # Run the package's module, not this __main__ copy of it, so that the classes ADK resolves
+    # from the registered schemes are the importable agent_core.integrations.adk ones.
+    import importlib
 
-    _adk.main()
+    importlib.import_module("agent_core.integrations.adk").main()

@@ -418,8 +418,8 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
                 return rows
             after = page[-1][0]
 
-    async def _get_blobs(self, scope: str, keys: list[str]) -> list[tuple[str, Any]]:
-        found: list[tuple[str, Any]] = []
+    async def _get_blobs(self, scope: str, keys: list[str]) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
         for start in range(0, len(keys), _PAGE):
             chunk = await self.manager.get_records(scope, keys[start : start + _PAGE])
             found.extend(chunk.items())
@@ -525,9 +525,11 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
         descending read meets them first."""
         before: str | None = None
         collected: dict[str, list[bytes]] = {}
+        # A step has a few writes: a short first page, longer ones if it has many.
+        limit = 8
         while True:
             page = await self.manager.list_records(
-                scope, prefix="c:", before=before, limit=32, descending=True
+                scope, prefix="c:", before=before, limit=limit, descending=True
             )
             for key, value in page:
                 cid, sep, _ = key[2:].partition(_SEP)
@@ -537,9 +539,10 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
                     target = _Stored(cid, value)
                     target.writes = collected.get(cid, [])
                     return target
-            if len(page) < 32:
+            if len(page) < limit:
                 return None
             before = page[-1][0]
+            limit = min(limit * 4, _PAGE)
 
     async def alist(
         self,
@@ -579,8 +582,11 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
             cursor = _checkpoint_key(before_id) if before_id else None
             pending: dict[str, list[bytes]] = {}
             while True:
+                # list(limit=1) is common (the parent, the last few states): read about what
+                # it needs, a checkpoint and a few writes each, not a whole page.
+                size = _PAGE if remaining is None or filter else min(_PAGE, 8 * remaining)
                 page = await self.manager.list_records(
-                    scope, prefix=prefix, before=cursor, limit=_PAGE, descending=True
+                    scope, prefix=prefix, before=cursor, limit=size, descending=True
                 )
                 batch: list[tuple[_Stored, CheckpointMetadata | None]] = []
                 for key, value in page:
@@ -606,7 +612,7 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
                     yield item
                 if remaining == 0:
                     return
-                if len(page) < _PAGE:
+                if len(page) < size:
                     break
                 cursor = page[-1][0]
 
@@ -830,7 +836,13 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
             await self._keep_latest(scope)
 
     async def _keep_latest(self, scope: str) -> None:
-        """Keep the newest checkpoint of ``scope`` with its writes and the blobs it reads."""
+        """Keep the newest checkpoint of ``scope`` with its writes and the values it reads.
+
+        A run may save into the thread meanwhile: only what was read is deleted, writes go by
+        the checkpoints deleted (a step's writes can commit before its checkpoint does), and
+        the values are listed before the checkpoints, so a checkpoint saved in between (its
+        values and itself commit together) keeps its values."""
+        blob_keys = [key for key, _ in await self._all_rows(scope, "b:")]
         rows = await self._all_rows(scope, "c:")
         stored, _ = _group(rows)
         if not stored:
@@ -838,12 +850,11 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
         latest = stored[-1]
         _refuse_delta(latest.metadata(self.serde))  # it may have started using one since
         keep_prefix = _checkpoint_key(latest.checkpoint_id)
-        doomed = [
-            key for key, _ in rows if not (key == keep_prefix or key.startswith(keep_prefix + _SEP))
-        ]
+        gone = {s.checkpoint_id for s in stored[:-1]}
+        doomed = [key for key, _ in rows if key[2:].partition(_SEP)[0] in gone]
         versions = latest.checkpoint(self.serde)["channel_versions"]
         referenced = {_blob_key(channel, version) for channel, version in versions.items()}
-        doomed.extend(key for key, _ in await self._all_rows(scope, "b:") if key not in referenced)
+        doomed.extend(key for key in blob_keys if key not in referenced)
         for start in range(0, len(doomed), _PAGE):
             await self.manager.delete_records(scope, keys=doomed[start : start + _PAGE])
         if latest.parent_id is not None:

@@ -26,10 +26,11 @@ Event loops. The SDK calls a session from whatever loop runs the agent, and
 ``Runner.run_sync`` runs one per thread. Every call runs on the session's *home* loop: for
 ``AgentCoreSession.from_url`` a private loop in a daemon thread that owns the manager (so any
 loop, any thread, ``asyncio.run`` after ``asyncio.run``, works, and ``close()`` may be called
-from sync code); for ``AgentCoreSession(session_id, manager)`` the loop it is first used on (the
-manager's, since PostgreSQL pools and Valkey clients belong to one loop). A call from another
-loop is handed to the home loop, which must then be running (for instance the application's
-main loop while a worker thread calls ``Runner.run_sync``); else ``ConfigurationError``.
+from sync code; the ``from_url`` sessions of the same URLs share that manager and thread);
+for ``AgentCoreSession(session_id, manager)`` the loop it is first used on (the manager's,
+since PostgreSQL pools and Valkey clients belong to one loop). A call from another loop is
+handed to the home loop, which must then be running (for instance the application's main
+loop while a worker thread calls ``Runner.run_sync``); else ``ConfigurationError``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -72,7 +74,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
 
-__all__ = ["FRAMEWORK", "AgentCoreSession"]
+__all__ = [
+    "FRAMEWORK",
+    "HEARTBEAT_EVERY",
+    "ITEMS_ADDED",
+    "ITEM_POPPED",
+    "SESSION_CLEARED",
+    "AgentCoreSession",
+    "items_scope",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +91,7 @@ T = TypeVar("T")
 FRAMEWORK = "openai-agents"
 """The framework name in session ids, scopes and metadata."""
 
+# The names of the trail entries the adapter appends.
 ITEMS_ADDED = "openai.items_added"
 ITEM_POPPED = "openai.item_popped"
 SESSION_CLEARED = "openai.session_cleared"
@@ -89,6 +100,9 @@ _PAGE = 10_000  # the most items or keys one records call takes
 _MAX_INDEX = 999_999  # six digits of index under one seq
 _JSON_ONLY = "j"  # key suffix of an item that only json.loads reads back exactly (_encode)
 _TRAIL_KINDS = 16  # roles listed in one trail entry; the count says how many there were
+# add_items heartbeats the session at most this often (seconds), so a conversation in use stays
+# alive to the stale sweep and the dashboard without a heartbeat per call.
+HEARTBEAT_EVERY = 60.0
 
 
 def items_scope(agent_core_session_id: str) -> str:
@@ -195,14 +209,53 @@ class _LoopThread:
             self._thread.join()
 
 
-def _shut_down(host: _LoopThread, manager: SessionManager) -> None:
-    """Close an owned manager on its loop, then stop the loop (``close()`` and finalizer)."""
-    if threading.current_thread() is not host._thread and not host.loop.is_closed():
+class _Host:
+    """A manager on its private loop thread, shared by the ``from_url`` sessions of one
+    process built from the same URLs and options, and closed with the last of them."""
+
+    def __init__(self, key: str | None, manager: SessionManager) -> None:
+        self.key = key
+        self.manager = manager
+        self.thread = _LoopThread("agent-core-openai-agents")
+        self.users = 0
+
+
+_HOSTS: dict[str, _Host] = {}
+_HOSTS_LOCK = threading.Lock()
+
+
+def _acquire_host(store_url: str, cache_url: str | None, options: dict[str, Any]) -> _Host:
+    # A memory:// store lives in its manager: each session gets its own, as each
+    # SQLiteSession(":memory:") has its own database.
+    key = None
+    if not store_url.startswith("memory:"):
+        key = repr((store_url, cache_url, sorted(options.items())))
+    with _HOSTS_LOCK:
+        host = None if key is None else _HOSTS.get(key)
+        if host is None:
+            host = _Host(key, SessionManager.from_url(store_url, cache_url=cache_url, **options))
+            if key is not None:
+                _HOSTS[key] = host
+        host.users += 1
+        return host
+
+
+def _release_host(host: _Host) -> None:
+    """One session less (``close()``, ``aclose()`` or the finalizer of a dropped session); the
+    last one closes the manager on its loop, then stops the loop."""
+    with _HOSTS_LOCK:
+        host.users -= 1
+        if host.users > 0:
+            return
+        if host.key is not None and _HOSTS.get(host.key) is host:
+            del _HOSTS[host.key]
+    thread = host.thread
+    if threading.current_thread() is not thread._thread and not thread.loop.is_closed():
         try:
-            host.run(manager.close(), timeout=30)
+            thread.run(host.manager.close(), timeout=30)
         except (AgentCoreError, OSError, concurrent.futures.TimeoutError) as exc:
-            logger.warning("closing the session's manager failed: %s", exc)
-    host.stop()
+            logger.warning("closing the sessions' manager failed: %s", exc)
+    thread.stop()
 
 
 class AgentCoreSession:
@@ -210,7 +263,7 @@ class AgentCoreSession:
 
     ``session_id`` is the SDK's id (any string); ``agent_core_session_id`` is the agent-core
     session that holds it. ``manager`` is used, not owned: ``close()`` leaves it open. Use
-    ``from_url`` for a session that owns its manager.
+    ``from_url`` for a session that brings its own manager (and event loop thread).
 
     ``session_settings.limit`` is the default ``limit`` of ``get_items``, as in
     ``SQLiteSession``; ``agent_type`` and ``user_id`` label the agent-core session when the
@@ -245,6 +298,7 @@ class AgentCoreSession:
         )
         self._scope = items_scope(self.agent_core_session_id)
         self._closed = False
+        self._beat_at = -HEARTBEAT_EVERY  # monotonic time of this object's last heartbeat
         self._owned: weakref.finalize[Any, AgentCoreSession] | None = None
         try:
             self._home: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -263,20 +317,32 @@ class AgentCoreSession:
         user_id: str = "",
         **options: Any,
     ) -> AgentCoreSession:
-        """A session that owns its manager (``SessionManager.from_url(store_url,
-        cache_url=cache_url, **options)``) on a private event loop thread: callable from any
-        loop and thread. ``close()`` (or ``aclose()``, or garbage collection) closes both."""
-        manager = SessionManager.from_url(store_url, cache_url=cache_url, **options)
-        host = _LoopThread(f"agent-core-openai-{session_id[:32]}")
-        session = cls(
-            session_id,
-            manager,
-            session_settings=session_settings,
-            agent_type=agent_type,
-            user_id=user_id,
-        )
-        session._home = host.loop
-        session._owned = weakref.finalize(session, _shut_down, host, manager)
+        """A session on a manager of its own, ``SessionManager.from_url(store_url,
+        cache_url=cache_url, **options)``, that runs on a private event loop thread: callable
+        from any loop and thread (``Runner.run_sync``, ``asyncio.run`` per call).
+
+        The ``from_url`` sessions of one process with the same URLs and options share that
+        manager (one pool, one thread), which the last of them closes: ``close()``,
+        ``aclose()`` or garbage collection. ``memory://`` is never shared.
+
+        ``local_cache`` defaults to ``False``: the adapter reads no session through the
+        in-process tier (items are records, which no tier holds), so it would only cost time.
+        """
+        options.setdefault("local_cache", False)
+        host = _acquire_host(store_url, cache_url, options)
+        try:
+            session = cls(
+                session_id,
+                host.manager,
+                session_settings=session_settings,
+                agent_type=agent_type,
+                user_id=user_id,
+            )
+        except BaseException:
+            _release_host(host)
+            raise
+        session._home = host.thread.loop
+        session._owned = weakref.finalize(session, _release_host, host)
         return session
 
     @property
@@ -286,7 +352,7 @@ class AgentCoreSession:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop using the session; an owned manager (``from_url``) is closed with its loop."""
+        """Stop using the session; a ``from_url`` manager is closed by its last session."""
         self._closed = True
         if self._owned is not None:
             self._owned()
@@ -409,6 +475,7 @@ class AgentCoreSession:
         except SessionNotFound:
             await self._create()
             checkpoint = await manager.append_checkpoint(sid, ITEMS_ADDED, data)
+            self._beat_at = time.monotonic()  # a new session starts with a heartbeat
         prefix = f"{checkpoint.seq:016d}."
         records = [
             (f"{prefix}{index:06d}{_JSON_ONLY if json_only else ''}", value)
@@ -421,6 +488,15 @@ class AgentCoreSession:
                 session_id=sid,
                 user_id=self.user_id or None,
             )
+        now = time.monotonic()
+        if now - self._beat_at >= HEARTBEAT_EVERY:
+            # The items are in: a failed heartbeat must not make the caller add them again.
+            try:
+                await manager.heartbeat(sid)
+            except AgentCoreError as exc:
+                logger.warning("heartbeat of session %s failed: %s", sid, exc)
+            else:
+                self._beat_at = now
 
     async def _create(self) -> None:
         # ConflictError: another process created it first (or it was deleted, and the append

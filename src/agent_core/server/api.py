@@ -58,6 +58,7 @@ _bearer = HTTPBearer(
     " `Authorization: Bearer ak_...`",
 )
 JSONL = "application/jsonl"
+_FENCED_DELETE_ATTEMPTS = 5
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -414,15 +415,26 @@ async def delete_session(
     if versions is None and lease is None:
         if not await caller.run("delete_session", caller.manager.delete_session(sid)):
             raise SessionNotFound(sid)
+    elif versions is not None:
+        change = _become(SessionState.DELETED, None)
+        await _conditional(caller, "update_session", sid, versions, lease, change)
     else:
-        # Conditional or fenced: a compare-and-set to ``deleted``.
-        if versions is None:
+        # Fenced: a compare-and-set to ``deleted`` at the version just read, read again if a
+        # write landed in between (the caller asked for no particular version).
+        for attempt in range(_FENCED_DELETE_ATTEMPTS):
             current = await caller.run("get_session", caller.manager.get_session(sid))
             if current is None:
                 raise SessionNotFound(sid)
-            versions = [current.version]
-        change = _become(SessionState.DELETED, None)
-        await _conditional(caller, "update_session", sid, versions, lease, change)
+            current.state.check_transition(SessionState.DELETED)
+            current.state = SessionState.DELETED
+            try:
+                await caller.run(
+                    "update_session", caller.manager.update_session(current, lease=lease)
+                )
+                break
+            except ConflictError:
+                if attempt == _FENCED_DELETE_ATTEMPTS - 1:
+                    raise
     return Response(status_code=204)
 
 

@@ -44,6 +44,23 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+_SESSION_REF = "#/components/schemas/SessionOut"
+_ETAG = {
+    "description": 'the session\'s version as a strong entity tag, e.g. "7" (send it back in'
+    " If-Match)",
+    "schema": {"type": "string"},
+}
+
+
+def _document_etag(response: dict[str, Any] | None) -> None:
+    """Responses that carry a session also carry its version as ``ETag``."""
+    if response is None:
+        return
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    if schema.get("$ref") == _SESSION_REF:
+        response.setdefault("headers", {})["ETag"] = _ETAG
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -63,6 +80,8 @@ def install(app: FastAPI) -> None:
             for operation in methods.values():
                 responses = operation.setdefault("responses", {})
                 responses.setdefault("default", _problem("any error, as a problem"))
+                for status in ("200", "201"):
+                    _document_etag(responses.get(status))
                 # FastAPI's own 422 schema is replaced by the problem every 422 really is.
                 if "422" in responses:
                     responses["422"] = _problem(_DESCRIPTIONS[422])

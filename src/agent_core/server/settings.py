@@ -85,6 +85,18 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
+    def __repr__(self) -> str:
+        # URLs with their passwords hidden; the encryption keys not at all.
+        shown = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name in ("store_url", "cache_url") and value is not None:
+                value = hide_password(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
     def describe(self) -> str:
         """One line for logs: URLs with their passwords hidden."""
         cache = hide_password(self.cache_url) if self.cache_url else "none"
