@@ -28,13 +28,7 @@ BACKENDS = [f"agentcore_{name}" for name in ("sqlite", "postgres") if name in _W
 FIXTURES = {"sync_checkpointer": "sync", "async_checkpointer": "async"}
 
 # test function name -> why it is not run against AgentCoreSaver (docs/integrations.md).
-EXCLUDED: dict[str, str] = {
-    "test_root_graph": (
-        "mocks uuid.uuid4 for the whole process (deterministic_uuids) and expects message ids "
-        "by their position in that sequence; agent-core's create_session draws one uuid4 for "
-        "the thread's session, which shifts them (passes with that draw taken elsewhere)"
-    ),
-}
+EXCLUDED: dict[str, str] = {}
 
 _server: Any = None
 _admin: Any = None

@@ -5,7 +5,6 @@ in-process) creates a session and runs a turn through HTTP on it."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 import subprocess
@@ -284,10 +283,6 @@ async def test_adk_api_server_command(tmp_path: Path, command: str) -> None:
         assert [cp.name for cp in trail] == ["session_created"] + [adk.EVENT_CHECKPOINT] * 2
 
 
-@pytest.mark.skipif(
-    "tenant" not in inspect.signature(SessionManager).parameters,
-    reason="tenants (SessionManager(tenant=...)) have not landed yet",
-)
 async def test_tenant_in_uri(tmp_path: Path) -> None:
     uri = f"agentcore+sqlite:///{tmp_path / 's.db'}"
     async with (

@@ -518,10 +518,7 @@ async def test_manager_is_not_closed_by_the_session(make_manager: MakeManager) -
 
 
 async def test_tenants_keep_their_conversations_apart(make_manager: MakeManager) -> None:
-    try:
-        acme, globex = await make_manager(tenant="acme"), await make_manager(tenant="globex")
-    except TypeError:
-        pytest.skip("this SessionManager has no tenants yet")
+    acme, globex = await make_manager(tenant="acme"), await make_manager(tenant="globex")
     sdk_id = _sid()
     ours, theirs = AgentCoreSession(sdk_id, acme), AgentCoreSession(sdk_id, globex)
     assert ours.agent_core_session_id != theirs.agent_core_session_id

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,11 +28,6 @@ from tests.conftest import ManagerFactory
 
 TENANT = "acme"
 OTHER = "globex"
-
-requires_tenancy = pytest.mark.skipif(
-    "tenant" not in inspect.signature(SessionManager).parameters,
-    reason="SessionManager(tenant=...) has not landed yet (layer 2)",
-)
 
 
 @dataclass

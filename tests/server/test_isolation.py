@@ -19,9 +19,7 @@ import orjson
 import pytest
 
 from agent_core.server.keys import Role
-from tests.server.conftest import Keys, requires_tenancy
-
-pytestmark = requires_tenancy
+from tests.server.conftest import Keys
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres", "postgres+valkey"])

@@ -98,7 +98,5 @@ async def test_key_cache_and_single_tenant_fallback() -> None:
             with pytest.raises(AuthenticationError):
                 await hub.authenticate(bad)
         manager = await hub.manager_for("acme")
-        if hub.isolated:
-            assert made == [None, "acme"]
-        else:
-            assert manager is await hub.admin() and made == [None]
+        assert made == [None, "acme"]
+        assert manager is await hub.manager_for("acme") and manager.tenant == "acme"

@@ -257,7 +257,6 @@ async def me(request: Request, caller: Reader) -> Any:
             "tenant": p.tenant,
             "role": p.role.value,
             "key_id": p.key_id,
-            "isolated": request.app.state.hub.isolated,
         }
     )
 

@@ -4,16 +4,14 @@ The HTTP routes and the dashboard use exactly two calls: ``authenticate(key) -> 
 and ``manager_for(tenant) -> SessionManager``. The hub owns every manager it made: it opens
 them on first use and closes them in ``close()``.
 
-Tenancy: when ``SessionManager`` takes ``tenant=`` (sessions confined to one tenant, see the
-library's tenancy docs), each tenant gets its own bound manager. On a library without it the
-hub runs single-tenant: every tenant is served by the one un-tenanted manager, and
-``isolated`` is false (``agent-core serve`` warns).
+Tenancy: each tenant gets its own ``SessionManager(tenant=...)``, which sees only that
+tenant's sessions (docs/tenancy.md: an explicit filter in every store, row-level security on
+PostgreSQL as well). The un-tenanted manager (``admin()``) keeps the API keys.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections import OrderedDict
@@ -25,7 +23,7 @@ from agent_core.server.keys import ApiKeys, AuthenticationError, Principal, chec
 from agent_core.server.settings import Settings
 from agent_core.sessions.session_manager import SessionManager
 
-__all__ = ["ManagerFactory", "TenantHub", "tenancy_supported"]
+__all__ = ["ManagerFactory", "TenantHub"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +31,6 @@ ManagerFactory = Callable[[str | None], Awaitable[SessionManager]]
 """Builds (not opens) a manager bound to a tenant, or un-tenanted for ``None``."""
 
 _KEY_CACHE_SIZE = 10_000
-
-
-def tenancy_supported() -> bool:
-    """True when this library's ``SessionManager`` takes ``tenant=``."""
-    return "tenant" in inspect.signature(SessionManager).parameters
 
 
 class TenantHub(AsyncResource):
@@ -56,7 +49,6 @@ class TenantHub(AsyncResource):
         self._lock = asyncio.Lock()
         # sha256 of a key -> (principal, monotonic expiry); bounded, oldest out first.
         self._key_cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
-        self.isolated = tenancy_supported()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TenantHub:
@@ -140,8 +132,6 @@ class TenantHub(AsyncResource):
     async def manager_for(self, tenant: str) -> SessionManager:
         """The (open) manager bound to ``tenant``, made on first use."""
         check_tenant(tenant)
-        if not self.isolated:
-            return await self.admin()
         manager = self._managers.get(tenant)
         if manager is not None:
             return manager

@@ -128,4 +128,3 @@ class Me(BaseModel):
     tenant: str
     role: Literal["reader", "writer", "admin"]
     key_id: str
-    isolated: bool = Field(description="false while the library serves every tenant as one")

@@ -102,10 +102,6 @@ async def _announce(app: Any, server: uvicorn.Server, settings: Settings, out: T
         f"  health   {url}/healthz  {url}/readyz   metrics {url}/metrics",
         f"  dashboard {url}/",
     ]
-    if not hub.isolated:
-        lines.append(
-            "  warning: this agent-core has no tenancy yet; every tenant's key sees every session"
-        )
     if settings.demo:
         secret, key = await hub.keys.create("demo", Role.ADMIN)
         lines.append(f"demo fleet running in tenant 'demo'; admin key {key.key_id} (shown once):")

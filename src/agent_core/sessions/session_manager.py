@@ -213,15 +213,15 @@ class SessionManager(GovernanceAPI, RecordsAPI, AsyncResource):
         ``session_id``: an explicit id (a canonical UUID string) instead of a new random one;
         ``ConflictError`` if a session has ever had it (a deleted one too, until purged).
         """
+        fields: dict[str, Any] = {} if session_id is None else {"session_id": session_id}
         session = AgentSession(
             agent_type=agent_type,
             user_id=user_id,
             context={} if context is None else context,
             metadata={} if metadata is None else metadata,
             tenant=self.tenant or "",
+            **fields,  # an explicit id draws no random one (some callers count uuid4 draws)
         )
-        if session_id is not None:
-            session.session_id = session_id
         session.checkpoint("session_created", {"agent_type": agent_type, "user_id": user_id})
         limits.check_session(session, self.max_payload_bytes)
         await self.open()
