@@ -19,7 +19,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent_core.resource import AsyncResource
-from agent_core.server.keys import ApiKeys, AuthenticationError, Principal, check_tenant, hash_key
+from agent_core.server.keys import (
+    ApiKeys,
+    AuthenticationError,
+    Principal,
+    check_tenant,
+    hash_key,
+    well_formed,
+)
 from agent_core.server.settings import Settings
 from agent_core.sessions.session_manager import SessionManager
 
@@ -105,14 +112,20 @@ class TenantHub(AsyncResource):
 
     async def authenticate(self, key: str) -> Principal:
         """The principal of a live API key; ``AuthenticationError`` otherwise."""
-        digest = hash_key(key)
+        if not well_formed(key):
+            raise AuthenticationError("missing, unknown or revoked API key")
+        return await self.authenticate_digest(hash_key(key))
+
+    async def authenticate_digest(self, digest: str) -> Principal:
+        """``authenticate`` by the key's SHA-256 (hex), which is what a dashboard cookie keeps
+        instead of the key; ``AuthenticationError`` for an unknown or revoked key."""
         now = self._clock()
         cached = self._key_cache.get(digest)
         if cached is not None and cached[1] > now:
             self._key_cache.move_to_end(digest)
             return cached[0]
         await self.admin()
-        found = await self.keys.find(key)
+        found = await self.keys.find_digest(digest)
         if found is None:
             self._key_cache.pop(digest, None)
             raise AuthenticationError("missing, unknown or revoked API key")

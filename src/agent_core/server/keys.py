@@ -38,6 +38,7 @@ __all__ = [
     "Role",
     "check_tenant",
     "hash_key",
+    "well_formed",
 ]
 
 SCOPE = "agent_core:api_keys"
@@ -138,7 +139,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _well_formed(key: str) -> bool:
+def well_formed(key: str) -> bool:
     return key.startswith(KEY_PREFIX) and len(key) <= _MAX_KEY_LENGTH and key.isascii()
 
 
@@ -168,9 +169,12 @@ class ApiKeys:
 
     async def find(self, secret: str) -> ApiKey | None:
         """The live (not revoked) key ``secret`` is, or ``None``."""
-        if not _well_formed(secret):
+        if not well_formed(secret):
             return None
-        digest = hash_key(secret)
+        return await self.find_digest(hash_key(secret))
+
+    async def find_digest(self, digest: str) -> ApiKey | None:
+        """The live (not revoked) key whose SHA-256 (hex) is ``digest``, or ``None``."""
         found = await self._manager.get_records(SCOPE, [digest])
         raw = found.get(digest)
         if raw is None:

@@ -47,6 +47,9 @@ class Settings:
     demo: bool = False
     """Run the demo fleet in the background and create a ``demo`` admin key on start."""
     log_level: str = "info"
+    secret: str | None = field(default=None, repr=False)
+    """Signs the dashboard's sign-in cookies (``AGENT_CORE_SECRET``); random per process when
+    unset, so a restart signs every browser out."""
 
     def __post_init__(self) -> None:
         _check(

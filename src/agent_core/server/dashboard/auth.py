@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_core import codec
+from agent_core.server.keys import hash_key
 
 __all__ = [
     "COOKIE_NAME",
@@ -41,8 +42,9 @@ _CONTEXT = b"agent-core dashboard session v1:"
 
 
 def key_digest(key: str) -> str:
-    """The SHA-256 of an API key, hex: what the cookie keeps instead of the key."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The SHA-256 of an API key, hex: what the cookie keeps instead of the key (the key
+    store's own digest, so the hub can check it)."""
+    return hash_key(key)
 
 
 def secret_from_env(configured: str | None = None) -> bytes:

@@ -47,7 +47,7 @@ from agent_core.server.dashboard.auth import (
     key_digest,
     secret_from_env,
 )
-from agent_core.server.keys import SCOPE, ApiKey, AuthenticationError, Principal, Role
+from agent_core.server.keys import Principal, Role
 
 if TYPE_CHECKING:
     from agent_core.server.hub import TenantHub
@@ -101,16 +101,7 @@ _NOTICES = {
 async def _principal_for_digest(hub: TenantHub, digest: str) -> Principal:
     """The principal of the key whose SHA-256 is ``digest``; ``AuthenticationError`` if the key
     is unknown or revoked. Asked on every request, so revoking a key signs its browsers out."""
-    by_digest = getattr(hub, "authenticate_digest", None)
-    if by_digest is not None:
-        principal: Principal = await by_digest(digest)
-        return principal
-    # TEMPORARY, until TenantHub.authenticate_digest lands (see the plan's dashboard needs).
-    raw = (await (await hub.admin()).get_records(SCOPE, [digest])).get(digest)
-    key = None if raw is None else ApiKey.from_json(raw)
-    if key is None or key.revoked:
-        raise AuthenticationError("missing, unknown or revoked API key")
-    return Principal(key.tenant, key.role, key.key_id)
+    return await hub.authenticate_digest(digest)
 
 
 # --- per-application state ------------------------------------------------------------------
