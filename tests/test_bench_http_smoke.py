@@ -2,7 +2,8 @@
 ``adk api_server``'s app under uvicorn, drives every operation through both and through the
 library calls underneath, and writes its table and JSON.
 
-No timing is asserted: performance is measured by ``python -m bench.http``, never in unit tests.
+No timing is asserted: performance is measured by ``python -m bench.http_service``, never
+in unit tests.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def test_quick_run_on_sqlite_measures_every_subject_and_writes_table_and_json(
         [
             sys.executable,
             "-m",
-            "bench.http",
+            "bench.http_service",
             "--quick",
             "--backends",
             "sqlite",

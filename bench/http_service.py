@@ -1,10 +1,10 @@
 """HTTP workloads: ``agent-core serve`` against ``adk api_server``, and each against the library
 calls underneath, on the same store type, in one run.
 
-    python -m bench.http                      # SQLite and PostgreSQL (+ Valkey), 3 rounds
-    python -m bench.http --quick              # tiny sizes, one round (a smoke run)
-    python -m bench.http --rounds 5 --backends sqlite --ops get,noop
-    python -m bench.http --report bench/results/http.json   # a saved run's tables again
+    python -m bench.http_service                      # SQLite and PostgreSQL (+ Valkey), 3 rounds
+    python -m bench.http_service --quick              # tiny sizes, one round (a smoke run)
+    python -m bench.http_service --rounds 5 --backends sqlite --ops get,noop
+    python -m bench.http_service --report bench/results/http.json   # a saved run's tables again
 
 Subjects, per backend (each on storage of its own, all on one store type):
 
@@ -122,7 +122,7 @@ STANDARD = Sizes(
 QUICK = Sizes(pool=8, events=4, seq=12, conc=24, workers=4, warmup=4, block_s=5.0, min_ops=4)
 
 
-# --- the applications (run by uvicorn in a subprocess: ``--factory bench.http:...``) ----------
+# --- the applications (run by uvicorn in a subprocess: ``--factory bench.http_service:...``)
 
 
 def agent_core_app() -> Any:
@@ -471,14 +471,12 @@ class AgentCoreLibrary(Subject):
         self.manager: Any = None
 
     async def start(self) -> None:
-        # What the service's TenantHub builds for a tenant (bench.http keeps it in step).
-        from agent_core.server.hub import tenancy_supported
+        # What the service's TenantHub builds for a tenant (bench.http_service keeps it in step).
         from agent_core.sessions import SessionManager
 
-        options: dict[str, Any] = {"cache_url": self.cache_url, "namespace": self.namespace}
-        if tenancy_supported():
-            options["tenant"] = TENANT
-        self.manager = SessionManager.from_url(self.store_url, **options)
+        self.manager = SessionManager.from_url(
+            self.store_url, cache_url=self.cache_url, namespace=self.namespace, tenant=TENANT
+        )
         await self.manager.open()
 
     async def stop(self) -> None:
@@ -822,9 +820,11 @@ async def build_backend(
     ac_env = {ENV_STORE: http_store, "AGENT_CORE_NAMESPACE": http_ns}
     if cache is not None:
         ac_env["AGENT_CORE_CACHE_URL"] = cache
-    ac_server = ServerProcess("bench.http:agent_core_app", ac_env, workdir / f"ac-{name}.log")
+    ac_server = ServerProcess(
+        "bench.http_service:agent_core_app", ac_env, workdir / f"ac-{name}.log"
+    )
     adk_env = {ENV_ADK_URI: adk_http_uri, ENV_ADK_AGENTS: str(agents)}
-    adk_server = ServerProcess("bench.http:adk_app", adk_env, workdir / f"adk-{name}.log")
+    adk_server = ServerProcess("bench.http_service:adk_app", adk_env, workdir / f"adk-{name}.log")
     subjects: list[Subject] = [
         AgentCoreHttp(sizes.workers, ac_server, key),
         AgentCoreLibrary(sizes.workers, lib_store, cache, f"bench_http_lib_{uuid.uuid4().hex[:6]}"),
@@ -997,7 +997,7 @@ def targets(rows: list[Row], blocks: list[Block]) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.http_service", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3, quick 1)")
@@ -1038,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
     if "append" in ops and "create" not in ops:
         ops.insert(0, "create")  # appends go to the sessions the round created
     ops = [o for o in OPS if o in ops]
-    command = "python -m bench.http " + " ".join(
+    command = "python -m bench.http_service " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
     from bench.run import machine, source_revision
