@@ -12,13 +12,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent_core.models import AgentSession, Lease, SessionCheckpoint, SessionState
     from agent_core.sessions.session_manager import SessionManager
+    from agent_core.stores.base import RecordWrite
 
-__all__ = ["AgentSession", "Lease", "SessionCheckpoint", "SessionManager", "SessionState"]
+__all__ = [
+    "AgentSession",
+    "Lease",
+    "RecordWrite",
+    "SessionCheckpoint",
+    "SessionManager",
+    "SessionState",
+]
 
 _MODELS = "agent_core.models"
 _HOME: dict[str, str] = {
     "AgentSession": _MODELS,
     "Lease": _MODELS,
+    "RecordWrite": "agent_core.stores.base",
     "SessionCheckpoint": _MODELS,
     "SessionManager": "agent_core.sessions.session_manager",
     "SessionState": _MODELS,

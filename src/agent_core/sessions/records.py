@@ -18,16 +18,18 @@ The rules (checked before anything is written, as for every other call):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent_core import codec
 from agent_core.errors import ValidationError
 from agent_core.sessions import limits
+from agent_core.stores.base import SEQ_KEY_DIGITS, RecordWrite
 
 if TYPE_CHECKING:
     from agent_core.stores.base import SessionStore
 
-__all__ = ["RecordsAPI"]
+__all__ = ["RecordsAPI", "check_items", "check_record_write"]
 
 
 def _check_count(count: int, what: str) -> None:
@@ -46,6 +48,53 @@ def _check_keys(keys: Sequence[str], what: str) -> list[str]:
 def _check_cursor(value: str | None, what: str) -> None:
     if value is not None:
         limits.check_record_name(value, what, allow_empty=True)
+
+
+def _check_user_and_keep(user_id: object, keep_existing: object) -> None:
+    if user_id is not None:
+        limits.check_name(user_id, "user_id", allow_empty=True)
+    if not isinstance(keep_existing, bool):
+        raise ValidationError(f"keep_existing must be a bool, not {keep_existing!r}")
+
+
+def check_items(
+    items: Sequence[tuple[str, bytes]], max_bytes: int, call: str, *, key_room: int = 0
+) -> list[tuple[str, bytes]]:
+    """``items`` checked as ``(key, value)`` pairs of distinct keys, each key short enough to
+    take ``key_room`` more characters (a seq prefix)."""
+    if isinstance(items, str | bytes):
+        raise ValidationError("items must be a sequence of (key, value) pairs")
+    checked: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise ValidationError(f"each item must be a (key, value) pair, not {item!r:.60}")
+        key = limits.check_record_name(item[0], "record key")
+        if len(key) + key_room > limits.MAX_RECORD_NAME:
+            raise ValidationError(
+                f"record key {key!r:.80} is longer than {limits.MAX_RECORD_NAME - key_room}"
+                f" characters (its stored key takes a {key_room}-digit seq prefix)"
+            )
+        if key in seen:
+            raise ValidationError(f"record key {key!r:.80} given twice in one {call}")
+        seen.add(key)
+        value = limits.check_record_value(item[1], "record value", max_bytes)
+        checked.append((key, value))
+    _check_count(len(checked), "items")
+    return checked
+
+
+def check_record_write(records: object, max_bytes: int) -> RecordWrite:
+    """A validated copy of the ``records`` argument of ``append_checkpoint``."""
+    if not isinstance(records, RecordWrite):
+        raise ValidationError(f"records must be a RecordWrite, not {type(records).__name__}")
+    limits.check_record_name(records.scope, "record scope")
+    if not isinstance(records.key_prefix_seq, bool):
+        raise ValidationError(f"key_prefix_seq must be a bool, not {records.key_prefix_seq!r}")
+    room = SEQ_KEY_DIGITS if records.key_prefix_seq else 0
+    items = check_items(records.items, max_bytes, "append_checkpoint", key_room=room)
+    _check_user_and_keep(records.user_id, records.keep_existing)
+    return replace(records, items=items)
 
 
 class RecordsAPI:
@@ -78,26 +127,10 @@ class RecordsAPI:
         them, ``export`` lists them). Each key at most once per call.
         """
         limits.check_record_name(scope, "record scope")
-        if isinstance(items, str | bytes):
-            raise ValidationError("items must be a sequence of (key, value) pairs")
-        checked: list[tuple[str, bytes]] = []
-        seen: set[str] = set()
-        for item in items:
-            if not isinstance(item, tuple | list) or len(item) != 2:
-                raise ValidationError(f"each item must be a (key, value) pair, not {item!r:.60}")
-            key = limits.check_record_name(item[0], "record key")
-            if key in seen:
-                raise ValidationError(f"record key {key!r:.80} given twice in one put_records")
-            seen.add(key)
-            value = limits.check_record_value(item[1], "record value", self.max_payload_bytes)
-            checked.append((key, value))
-        _check_count(len(checked), "items")
+        checked = check_items(items, self.max_payload_bytes, "put_records")
         if session_id is not None:
             codec.validate_session_id(session_id)
-        if user_id is not None:
-            limits.check_name(user_id, "user_id", allow_empty=True)
-        if not isinstance(keep_existing, bool):
-            raise ValidationError(f"keep_existing must be a bool, not {keep_existing!r}")
+        _check_user_and_keep(user_id, keep_existing)
         await self.open()
         return await self.store.put_records(
             scope, checked, session_id=session_id, user_id=user_id, keep_existing=keep_existing

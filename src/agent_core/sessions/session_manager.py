@@ -22,14 +22,14 @@ from agent_core.errors import ConfigurationError, ValidationError
 from agent_core.resource import AsyncResource
 from agent_core.sessions import governance, limits
 from agent_core.sessions.governance import GovernanceAPI, ReapResult
-from agent_core.sessions.records import RecordsAPI
+from agent_core.sessions.records import RecordsAPI, check_record_write
 from agent_core.sessions.session_models import (
     AgentSession,
     Lease,
     SessionCheckpoint,
     SessionState,
 )
-from agent_core.stores.base import SessionRef, SessionStore, check_tenant
+from agent_core.stores.base import RecordWrite, SessionRef, SessionStore, check_tenant
 from agent_core.tiers.base import SharedTier
 from agent_core.tiers.coherence import Coherence
 
@@ -344,10 +344,17 @@ class SessionManager(GovernanceAPI, RecordsAPI, AsyncResource):
         *,
         idempotency_key: str | None = None,
         lease: Lease | None = None,
+        records: RecordWrite | None = None,
     ) -> SessionCheckpoint:
         """Append one checkpoint with the next ``seq``; never conflicts.
 
         With ``idempotency_key``, a retry stores nothing and returns the first stored one.
+
+        With ``records`` (a ``RecordWrite``), also writes those records, attached to this
+        session, in the same transaction (validated as ``put_records`` validates): both are
+        stored or neither is, and a retry with the same ``idempotency_key`` writes none again.
+        With ``records.key_prefix_seq``, each key is stored as ``f"{seq:016d}{key}"`` with the
+        returned checkpoint's ``seq`` (``RecordWrite.stored_key`` computes it).
         """
         codec.validate_session_id(session_id)
         limits.check_lease(session_id, lease)
@@ -356,12 +363,15 @@ class SessionManager(GovernanceAPI, RecordsAPI, AsyncResource):
             limits.check_name(idempotency_key, "idempotency_key")
         payload = {} if data is None else data
         limits.check_payload(payload, "checkpoint data", self.max_payload_bytes)
+        if records is not None:
+            records = check_record_write(records, self.max_payload_bytes)
         await self.open()
         result = await self.store.append_checkpoint(
             session_id,
             SessionCheckpoint(name=name, data=payload),
             idempotency_key=idempotency_key,
             fence=lease,
+            records=records,
         )
         # A retry that found its earlier append still tells every tier: the first attempt may
         # have committed without its tiers ever hearing of it (a lost acknowledgement).

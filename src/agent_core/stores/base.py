@@ -63,6 +63,7 @@ from agent_core.sessions.session_models import AgentSession, Lease, SessionCheck
 __all__ = [
     "AppendResult",
     "AuditRecord",
+    "RecordWrite",
     "RetentionPolicy",
     "SessionRef",
     "SessionStore",
@@ -72,6 +73,36 @@ __all__ = [
     "check_tenant",
     "prefix_end",
 ]
+
+
+SEQ_KEY_DIGITS = 16
+"""How many digits the seq prefix of a ``RecordWrite(key_prefix_seq=True)`` key has."""
+
+
+@dataclass(frozen=True)
+class RecordWrite:
+    """Records written by ``append_checkpoint`` in the transaction that appends the checkpoint.
+
+    ``items`` are ``(key, value)`` pairs of ``scope``, attached to the appended session (a purge
+    of it erases them) and to ``user_id``; ``keep_existing`` is ``put_records``'s
+    insert-if-absent. With ``key_prefix_seq``, each key is stored as ``f"{seq:016d}{key}"``,
+    ``seq`` being the seq of the appended checkpoint: keys that sort in append order and that
+    the caller derives from the returned checkpoint, in one round trip.
+    """
+
+    scope: str
+    items: Sequence[tuple[str, bytes]]
+    keep_existing: bool = False
+    user_id: str | None = None
+    key_prefix_seq: bool = False
+
+    def stored_key(self, key: str, seq: int) -> str:
+        """The key ``key`` is stored under when the checkpoint got ``seq``."""
+        return f"{seq:0{SEQ_KEY_DIGITS}d}{key}" if self.key_prefix_seq else key
+
+    def stored_items(self, seq: int) -> list[tuple[str, bytes]]:
+        """``items`` with their stored keys, for a checkpoint that got ``seq``."""
+        return [(self.stored_key(key, seq), value) for key, value in self.items]
 
 
 @dataclass(frozen=True)
@@ -299,11 +330,18 @@ class SessionStore(AsyncResource, ABC):
         *,
         idempotency_key: str | None = None,
         fence: Lease | None = None,
+        records: RecordWrite | None = None,
     ) -> AppendResult:
         """Append one checkpoint with the next seq, whatever else changed concurrently.
 
         With an ``idempotency_key`` already used on this session, stores nothing and returns
         the checkpoint stored the first time (``created=False``).
+
+        With ``records``, writes them in the same transaction, as ``put_records`` would with
+        ``session_id=session_id`` (same tenant, sealing and ``keep_existing`` rules; keys
+        prefixed with the new seq when ``records.key_prefix_seq``): both are stored or neither
+        is. A replay (``created=False``) writes no records either: they were written with the
+        first append.
         """
 
     @abstractmethod

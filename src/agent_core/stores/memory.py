@@ -19,6 +19,7 @@ from agent_core.sessions.session_models import AgentSession, Lease, SessionCheck
 from agent_core.stores.base import (
     AppendResult,
     AuditRecord,
+    RecordWrite,
     RetentionPolicy,
     SessionRef,
     SessionStore,
@@ -251,6 +252,7 @@ class MemoryStore(SessionStore):
         *,
         idempotency_key: str | None = None,
         fence: Lease | None = None,
+        records: RecordWrite | None = None,
     ) -> AppendResult:
         row = self._live(session_id)
         now = _now()
@@ -262,6 +264,15 @@ class MemoryStore(SessionStore):
         if idempotency_key is not None:
             row.idempotency[idempotency_key] = len(row.trail)
         self._bump(row, now)
+        if records is not None:
+            self._write_records(
+                records.scope,
+                records.stored_items(len(row.trail)),
+                session_id,
+                records.user_id,
+                records.keep_existing,
+                now,
+            )
         return AppendResult(stored, self._head(row), created=True)
 
     async def heartbeat(self, session_id: str, *, fence: Lease | None = None) -> AgentSession:
@@ -389,7 +400,17 @@ class MemoryStore(SessionStore):
         self._check_open()
         if session_id is not None:
             self._live(session_id)
-        now = _now()
+        return self._write_records(scope, items, session_id, user_id, keep_existing, _now())
+
+    def _write_records(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        session_id: str | None,
+        user_id: str | None,
+        keep_existing: bool,
+        now: datetime,
+    ) -> int:
         bucket = self._tenant_records().setdefault(scope, _Scope())
         written = 0
         for key, value in items:

@@ -54,8 +54,10 @@ from agent_core.errors import (
 from agent_core.factory import hide_password
 from agent_core.sessions.session_models import AgentSession, Lease, SessionCheckpoint, SessionState
 from agent_core.stores.base import (
+    SEQ_KEY_DIGITS,
     AppendResult,
     AuditRecord,
+    RecordWrite,
     RetentionPolicy,
     SessionRef,
     SessionStore,
@@ -198,7 +200,7 @@ SELECT {_HEAD} FROM s
 # The common path of an append: bump the head and insert the checkpoint in one statement. A
 # reused idempotency key or a lost fence makes it change nothing; a concurrent first use of the
 # same key makes it fail on the unique index. Either way the caller then classifies.
-_SQL_APPEND = """
+_APPEND = """
 WITH s AS (
     UPDATE sessions
        SET checkpoint_count = checkpoint_count + 1, version = version + 1, updated_at = now()
@@ -211,9 +213,30 @@ WITH s AS (
 ), c AS (
     INSERT INTO checkpoints (session_id, seq, name, data, ts, idempotency_key, tenant)
     SELECT s.session_id, s.checkpoint_count, $2, $3::jsonb, $4, $5, s.tenant FROM s
-)
+){records}
 SELECT {head} FROM s
-""".format(fence=_FENCE.format(f="$6"), head=_HEAD)
+"""
+_SQL_APPEND = _APPEND.format(fence=_FENCE.format(f="$6"), head=_HEAD, records="")
+
+# An append with records (RecordWrite) in the same statement: the records are inserted only
+# when the head was bumped, so a replay, a lost fence or a missing session writes none (the
+# UPDATE's row lock also holds off a purge until the commit). $7 tenant, $8 scope, $9 keys,
+# $10 values, $11 sealed, $12 user_id, $13 whether keys get the new seq as a prefix.
+_APPEND_RECORDS = """, w AS (
+    INSERT INTO records AS r (tenant, scope, key, value, sealed, session_id, user_id, updated_at)
+    SELECT $7, $8,
+           CASE WHEN $13::boolean THEN lpad(s.checkpoint_count::text, {digits}, '0') || u.key
+                ELSE u.key END,
+           u.value, $11, s.session_id, $12, now()
+      FROM s, unnest($9::text[], $10::bytea[]) AS u(key, value)
+    ON CONFLICT (tenant, scope, key) {{conflict}}
+)"""
+
+
+def _append_records_sql(conflict: str) -> str:
+    part = _APPEND_RECORDS.format(digits=SEQ_KEY_DIGITS).format(conflict=conflict)
+    return _APPEND.format(fence=_FENCE.format(f="$6"), head=_HEAD, records=part)
+
 
 _SQL_APPEND_PROBE = f"""
 SELECT {_S_HEAD}, s.lease_owner, s.lease_token, s.lease_expires_at,
@@ -575,11 +598,14 @@ WITH live AS (
 )
 SELECT EXISTS (SELECT 1 FROM live) AS live, (SELECT count(*) FROM w) AS written
 """
-_SQL_PUT_RECORDS = _PUT_RECORDS.format(
-    conflict="DO UPDATE SET value = excluded.value, sealed = excluded.sealed,"
+_REPLACE_RECORD = (
+    "DO UPDATE SET value = excluded.value, sealed = excluded.sealed,"
     " session_id = excluded.session_id, user_id = excluded.user_id, updated_at = now()"
 )
+_SQL_PUT_RECORDS = _PUT_RECORDS.format(conflict=_REPLACE_RECORD)
 _SQL_PUT_RECORDS_KEEP = _PUT_RECORDS.format(conflict="DO NOTHING")
+_SQL_APPEND_RECORDS = _append_records_sql(_REPLACE_RECORD)
+_SQL_APPEND_RECORDS_KEEP = _append_records_sql("DO NOTHING")
 _SQL_GET_RECORDS = (
     "SELECT key, value, sealed FROM records"
     " WHERE tenant = $1 AND scope = $2 AND key = ANY($3::text[])"
@@ -1280,26 +1306,58 @@ class PostgresStore(SessionStore):
         *,
         idempotency_key: str | None = None,
         fence: Lease | None = None,
+        records: RecordWrite | None = None,
     ) -> AppendResult:
         data = _seal(self.sealer, checkpoint.data, session_id, "checkpoint")
         name = _esc(checkpoint.name)
         key = _opt_esc(idempotency_key)
         token = None if fence is None else fence.token
         unique_violation = self._asyncpg.UniqueViolationError
+        args: tuple[Any, ...] = (session_id, name, data, checkpoint.timestamp, key, token)
+        sql = _SQL_APPEND
+        # A sealed value is bound to its key: with seq-prefixed keys, it can only be sealed
+        # once the seq is known, so the records follow the append in the same transaction.
+        after = records if records is not None and records.key_prefix_seq and self.sealer else None
+        if records is not None and after is None:
+            tenant = self._record_tenant()
+            # Sorted, so concurrent writers of overlapping keys lock them in one order.
+            ordered = sorted(records.items)
+            args += (
+                tenant,
+                records.scope,
+                [k for k, _ in ordered],
+                [seal_record(self.sealer, v, tenant, records.scope, k) for k, v in ordered],
+                self.sealer is not None,
+                _opt_esc(records.user_id),
+                records.key_prefix_seq,
+            )
+            sql = _SQL_APPEND_RECORDS_KEEP if records.keep_existing else _SQL_APPEND_RECORDS
+
+        async def append(conn: Any) -> Any:
+            if after is None:
+                return await conn.fetchrow(self._q(sql), *args)
+            async with conn.transaction():
+                row = await conn.fetchrow(self._q(sql), *args)
+                if row is not None:
+                    tenant = self._record_tenant()
+                    ordered = sorted(after.stored_items(row["checkpoint_count"]))
+                    await conn.fetchrow(
+                        self._q(_SQL_PUT_RECORDS_KEEP if after.keep_existing else _SQL_PUT_RECORDS),
+                        tenant,
+                        after.scope,
+                        [k for k, _ in ordered],
+                        [seal_record(self.sealer, v, tenant, after.scope, k) for k, v in ordered],
+                        True,
+                        session_id,
+                        _opt_esc(after.user_id),
+                    )
+                return row
 
         async def body(conn: Any, attempt: _Attempt) -> AppendResult:
             for _ in range(_MAX_ATTEMPTS):
                 attempt.write_sent = True
                 try:
-                    row = await conn.fetchrow(
-                        self._q(_SQL_APPEND),
-                        session_id,
-                        name,
-                        data,
-                        checkpoint.timestamp,
-                        key,
-                        token,
-                    )
+                    row = await append(conn)
                 except unique_violation:
                     # A concurrent append with the same key won the race; it is now a replay.
                     row = None

@@ -54,6 +54,7 @@ from agent_core.sessions.session_models import AgentSession, Lease, SessionCheck
 from agent_core.stores.base import (
     AppendResult,
     AuditRecord,
+    RecordWrite,
     RetentionPolicy,
     SessionRef,
     SessionStore,
@@ -1030,9 +1031,14 @@ class SQLiteStore(SessionStore):
         *,
         idempotency_key: str | None = None,
         fence: Lease | None = None,
+        records: RecordWrite | None = None,
     ) -> AppendResult:
         data = self._seal(checkpoint.data, session_id, "checkpoint")
         timestamp = _to_us(checkpoint.timestamp)
+        # Sealed outside the write lock, except keys that need the seq the append will get.
+        put = None
+        if records is not None and not records.key_prefix_seq:
+            put = self._rows(records.scope, records.items, session_id, records.user_id)
 
         def body(conn: sqlite3.Connection) -> AppendResult:
             row = _live(conn, session_id, self._mine)
@@ -1064,6 +1070,16 @@ class SQLiteStore(SessionStore):
                 name=checkpoint.name, timestamp=_from_us(timestamp), data=loads(data), seq=seq
             )
             open_checkpoints(self.sealer, session_id, [stored])
+            if records is not None:
+                rows = put
+                if rows is None:
+                    rows = self._rows(
+                        records.scope, records.stored_items(seq), session_id, records.user_id
+                    )
+                conn.executemany(
+                    _PUT_RECORD_KEEP if records.keep_existing else _PUT_RECORD,
+                    [(*r, now) for r in rows],
+                )
             return AppendResult(stored, self._head(row), created=True)
 
         return await self._write(body)
@@ -1680,20 +1696,18 @@ class SQLiteStore(SessionStore):
     def _open_record(self, tenant: str, scope: str, key: str, value: bytes, sealed: int) -> bytes:
         return open_record(self.sealer, bytes(value), bool(sealed), tenant, scope, key)
 
-    async def put_records(
+    def _rows(
         self,
         scope: str,
         items: Sequence[tuple[str, bytes]],
-        *,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        keep_existing: bool = False,
-    ) -> int:
-        self._require_open()
+        session_id: str | None,
+        user_id: str | None,
+    ) -> list[tuple[Any, ...]]:
+        """The ``records`` rows of ``items`` but their ``updated_at``, values sealed."""
         tenant = self._record_tenant()
         sealer = self.sealer
         sealed = int(sealer is not None)
-        rows = [
+        return [
             (
                 tenant,
                 scope,
@@ -1705,6 +1719,18 @@ class SQLiteStore(SessionStore):
             )
             for key, value in items
         ]
+
+    async def put_records(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        keep_existing: bool = False,
+    ) -> int:
+        self._require_open()
+        rows = self._rows(scope, items, session_id, user_id)
         sql = _PUT_RECORD_KEEP if keep_existing else _PUT_RECORD
 
         def body(conn: sqlite3.Connection) -> int:
