@@ -3,7 +3,9 @@
 A LangGraph thread is one agent-core session (its id derived from the thread id with
 ``integrations.ids.session_id_for``, the thread id in the session's metadata), so leases, events,
 the CLI and the dashboard show a graph run like any other session, and each saved checkpoint
-appends a short ``langgraph.step`` checkpoint to the session's trail.
+appends a short ``langgraph.step`` checkpoint to the session's trail, in the transaction that
+stores the checkpoint's records (``append_checkpoint(..., records=RecordWrite(...))``: one
+round trip on PostgreSQL).
 
 What the session model lacks is kept as records (``SessionManager.put_records``), attached to
 the thread's session so ``purge`` erases them. One scope per ``(thread, checkpoint_ns)``:
@@ -58,6 +60,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from agent_core.errors import ConfigurationError, ConflictError, SessionNotFound
 from agent_core.integrations.ids import session_id_for
 from agent_core.sessions.session_manager import SessionManager
+from agent_core.stores.base import RecordWrite
 
 __all__ = ["PRUNE_STRATEGIES", "AgentCoreSaver"]
 
@@ -386,6 +389,27 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
                     scope, chunk, session_id=session_id, keep_existing=keep_existing
                 )
 
+    async def _put_step(
+        self,
+        session_id: str,
+        thread_id: str,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        step: dict[str, Any],
+    ) -> None:
+        """Write a checkpoint's records and its trail entry in one transaction (one round
+        trip on PostgreSQL), creating the thread's session on the first write."""
+        if len(items) > _PAGE:  # more than one call takes: the records first, then the entry
+            await self._put(session_id, thread_id, scope, items)
+            await self.manager.append_checkpoint(session_id, TRAIL_STEP, step)
+            return
+        write = RecordWrite(scope, items)
+        try:
+            await self.manager.append_checkpoint(session_id, TRAIL_STEP, step, records=write)
+        except SessionNotFound:
+            await self._ensure_session(session_id, thread_id)
+            await self.manager.append_checkpoint(session_id, TRAIL_STEP, step, records=write)
+
     async def _index_run(self, run_id: str, session_id: str, thread_id: str, scope: str) -> None:
         """Note that ``run_id`` wrote to ``scope`` (once per run and scope and process)."""
         if (run_id, scope) in self._indexed_runs:
@@ -691,18 +715,16 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
         run_id = full_metadata.get("run_id")
         if isinstance(run_id, str) and run_id:
             await self._index_run(run_id, session_id, str(thread_id), scope)
-        await self._put(session_id, str(thread_id), scope, items)
-        if self.trail:
-            await self.manager.append_checkpoint(
-                session_id,
-                TRAIL_STEP,
-                {
-                    "checkpoint_id": checkpoint["id"],
-                    "ns": checkpoint_ns,
-                    "step": full_metadata.get("step"),
-                    "source": full_metadata.get("source"),
-                },
-            )
+        if not self.trail:
+            await self._put(session_id, str(thread_id), scope, items)
+        else:
+            step = {
+                "checkpoint_id": checkpoint["id"],
+                "ns": checkpoint_ns,
+                "step": full_metadata.get("step"),
+                "source": full_metadata.get("source"),
+            }
+            await self._put_step(session_id, str(thread_id), scope, items, step)
         return {
             "configurable": {
                 "thread_id": thread_id,

@@ -7,14 +7,16 @@ metadata), so the CLI, leases, events and the dashboard show it like any other s
 
 Where things live:
 
-* each conversation item is a record (``SessionManager.put_records``) in the scope
+* each conversation item is a record in the scope
   ``openai-agents:<session id>``, attached to the session (``purge`` erases them) and to its
   user (``export`` lists them). The value is the item's JSON exactly as ``SQLiteSession`` writes
   it (``json.dumps``), so an item reads back equal, key order and float bits included;
 * each ``add_items`` appends one trail checkpoint, ``openai.items_added`` (how many items and
   their roles or types). Its dense ``seq``, handed out by the store, is also the key prefix of
   the items it added (``<seq:016d>.<index:06d>``): keys sort in insertion order across every
-  process, without a counter of our own;
+  process, without a counter of our own. The checkpoint and its items are written in one
+  transaction (``append_checkpoint(..., records=RecordWrite(..., key_prefix_seq=True))``, one
+  statement on PostgreSQL): a call stores all of them or none;
 * ``pop_item`` reads the last key and deletes exactly that key; of concurrent pops only the
   one whose delete counted the row returns it, the others try the next item, so each item is
   popped once. It leaves ``openai.item_popped`` in the trail;
@@ -61,6 +63,7 @@ from agent_core.errors import (
 )
 from agent_core.integrations.ids import session_id_for
 from agent_core.sessions.session_manager import SessionManager
+from agent_core.stores.base import RecordWrite
 
 try:
     from agents.memory import SessionSettings
@@ -470,24 +473,33 @@ class AgentCoreSession:
     async def _add(self, values: list[tuple[bytes, bool]], kinds: list[str]) -> None:
         manager, sid = self._manager, self.agent_core_session_id
         data = {"count": len(values), "kinds": kinds}
-        try:
-            checkpoint = await manager.append_checkpoint(sid, ITEMS_ADDED, data)
-        except SessionNotFound:
-            await self._create()
-            checkpoint = await manager.append_checkpoint(sid, ITEMS_ADDED, data)
-            self._beat_at = time.monotonic()  # a new session starts with a heartbeat
-        prefix = f"{checkpoint.seq:016d}."
-        records = [
-            (f"{prefix}{index:06d}{_JSON_ONLY if json_only else ''}", value)
+        # Each key is "<seq:016d>.<index:06d>" under the seq of this call's trail checkpoint.
+        suffixes = [
+            (f".{index:06d}{_JSON_ONLY if json_only else ''}", value)
             for index, (value, json_only) in enumerate(values)
         ]
-        for start in range(0, len(records), _PAGE):
-            await manager.put_records(
-                self._scope,
-                records[start : start + _PAGE],
-                session_id=sid,
-                user_id=self.user_id or None,
+        # Up to a page, the items go with their checkpoint: one transaction, one round trip,
+        # the store prefixing the keys with the seq it hands out.
+        write = None
+        if len(suffixes) <= _PAGE:
+            write = RecordWrite(
+                self._scope, suffixes, user_id=self.user_id or None, key_prefix_seq=True
             )
+        try:
+            checkpoint = await manager.append_checkpoint(sid, ITEMS_ADDED, data, records=write)
+        except SessionNotFound:
+            await self._create()
+            checkpoint = await manager.append_checkpoint(sid, ITEMS_ADDED, data, records=write)
+            self._beat_at = time.monotonic()  # a new session starts with a heartbeat
+        if write is None:
+            records = [(f"{checkpoint.seq:016d}{key}", value) for key, value in suffixes]
+            for start in range(0, len(records), _PAGE):
+                await manager.put_records(
+                    self._scope,
+                    records[start : start + _PAGE],
+                    session_id=sid,
+                    user_id=self.user_id or None,
+                )
         now = time.monotonic()
         if now - self._beat_at >= HEARTBEAT_EVERY:
             # The items are in: a failed heartbeat must not make the caller add them again.
