@@ -24,37 +24,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.configs import BenchEnv
+from bench.integrations.common import Jobs, Timing, postgres, timed
 
 TEXT = "The forecast for tomorrow: light rain in the morning, clearing by noon. " * 3
 
 
 @dataclass
-class Stat:
-    operation: str
-    workers: int
-    ops: int
-    seconds: float
-    latencies: list[float]
+class Stat(Timing):
+    """One operation's timings at one number of workers, every round together."""
 
-    @property
-    def rate(self) -> float:
-        return self.ops / self.seconds if self.seconds else 0.0
-
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    operation: str = ""
+    workers: int = 0
 
 
 def _event(i: int, user_delta: bool) -> Any:
@@ -75,23 +65,6 @@ def _event(i: int, user_delta: bool) -> Any:
         actions=EventActions(state_delta=delta),
     )
 
-
-async def _timed(name: str, workers: int, jobs: list[list[Callable[[], Awaitable[Any]]]]) -> Stat:
-    latencies: list[float] = []
-
-    async def work(queue: list[Callable[[], Awaitable[Any]]]) -> None:
-        for job in queue:
-            start = time.perf_counter()
-            await job()
-            latencies.append(time.perf_counter() - start)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(work(q) for q in jobs))
-    return Stat(name, workers, len(latencies), time.perf_counter() - start, latencies)
-
-
-Jobs = list[list[Callable[[], Awaitable[Any]]]]
-"""One list of calls per worker."""
 
 APP = "bench"
 
@@ -194,12 +167,11 @@ async def compare(
                 ),
             }
         for operation in ("append_event", "get_session", "get_session (recent 5)"):
-            total = {name: Stat(operation, workers, 0, 0.0, []) for name in services}
+            total = {name: Stat(operation=operation, workers=workers) for name in services}
             for r in range(rounds):
                 order = list(services) if r % 2 == 0 else list(reversed(services))
                 for name in order:
-                    stat = await _timed(operation, workers, plans[name][operation][r])
-                    total[name].ops += stat.ops
+                    stat = await timed(plans[name][operation][r])
                     total[name].seconds += stat.seconds
                     total[name].latencies += stat.latencies
             results.append(total)
@@ -219,17 +191,6 @@ def _asyncpg_url(dsn: str) -> str:
 def _agentcore_url(dsn: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(scheme="agentcore+postgresql"))
-
-
-@contextlib.contextmanager
-def _postgres(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    from tests.servers.postgres import PostgresServer
-
-    with PostgresServer(settings={"shared_buffers": "256MB"}) as server:
-        yield server.dsn
 
 
 THEIRS = "DatabaseSessionService"
@@ -301,7 +262,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with _postgres(args.postgres_url) as dsn:
+    server = {"use_env": True, "settings": {"shared_buffers": "256MB"}}
+    with postgres(args.postgres_url, **server) as dsn:
         results = asyncio.run(bench(args, dsn))
     print(
         f"ADK session services on PostgreSQL: {args.sessions} sessions x {args.events} events"

@@ -41,12 +41,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.configs import BenchEnv
+from bench.integrations.common import postgres
 
 TEXT = "The forecast for tomorrow: light rain in the morning, clearing by noon. "
 SYSTEM = {"role": "system", "content": "You are a careful assistant. " * 70}  # ~2 KB
@@ -226,17 +227,6 @@ def table(results: dict[str, Measure], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def postgres(url: str | None, needed: bool) -> Iterator[str | None]:
-    if url is not None or not needed:
-        yield url
-        return
-    from agent_core.devservers.postgres import PostgresServer
-
-    with PostgresServer() as server:
-        yield server.dsn
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
@@ -259,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
     need_pg = any(CONFIGS[n][0] == "postgres" for n in chosen)
-    with postgres(args.postgres_url, need_pg) as dsn, tempfile.TemporaryDirectory() as tmp:
+    server = postgres(args.postgres_url) if need_pg else contextlib.nullcontext(None)
+    with server as dsn, tempfile.TemporaryDirectory() as tmp:
         env = BenchEnv(workdir=Path(tmp), postgres_dsn=dsn)
 
         async def go() -> dict[str, Measure]:

@@ -31,20 +31,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.configs import BenchEnv
+from bench.integrations.common import Timing as Stat
+from bench.integrations.common import postgres, timed
 
 TEXT = "The forecast for tomorrow: light rain in the morning, clearing by noon. "
 
@@ -72,20 +71,6 @@ def turn_items(session: int, turn: int) -> list[Any]:
             ],
         },
     ]
-
-
-@dataclass
-class Stat:
-    latencies: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.seconds if self.seconds else 0.0
-
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 class Sessions:
@@ -273,21 +258,6 @@ CONFIGS: list[Callable[[BenchEnv], Sessions]] = [
 BASELINE = {"sqlite": "SQLiteSession", "postgres": "SQLAlchemySession"}
 
 
-async def _timed(workers: int, jobs: list[list[Callable[[], Awaitable[Any]]]]) -> Stat:
-    stat = Stat()
-
-    async def worker(mine: list[Callable[[], Awaitable[Any]]]) -> None:
-        for job in mine:
-            start = time.perf_counter()
-            await job()
-            stat.latencies.append(time.perf_counter() - start)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(mine) for mine in jobs[:workers]))
-    stat.seconds = time.perf_counter() - started
-    return stat
-
-
 Results = dict[str, dict[tuple[str, int], list[Stat]]]
 
 
@@ -310,7 +280,7 @@ async def _add_round(
         ]
         for mine in owned
     ]
-    stat = await _timed(workers, jobs)
+    stat = await timed(jobs[:workers])
     got = await owned[0][0].get_items()
     if got != [x for t in range(args.turns + 1) for x in turn_items(0, t)]:
         raise SystemExit(f"{config.name}: get_items() returned the wrong history")
@@ -342,7 +312,7 @@ async def run_all(configs: list[Sessions], args: argparse.Namespace) -> Results:
                             [(lambda s=session, n=limit: s.get_items(n)) for session in mine]
                             for mine in picks
                         ]
-                        stat = await _timed(workers, jobs)
+                        stat = await timed(jobs[:workers])
                         results[config.name].setdefault((op, workers), []).append(stat)
     finally:
         for config in configs:
@@ -385,17 +355,6 @@ def table(results: Results, concurrency: int) -> str:
                     f"| {merged.pct(0.99):.2f} | {ratios} |"
                 )
     return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def postgres(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    from agent_core.devservers.postgres import PostgresServer
-
-    with PostgresServer() as server:
-        yield server.dsn
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
