@@ -59,6 +59,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from agent_core.errors import ConfigurationError, ConflictError, SessionNotFound
 from agent_core.integrations.ids import session_id_for
+from agent_core.integrations.loop_thread import LoopThread
 from agent_core.sessions.session_manager import SessionManager
 from agent_core.stores.base import RecordWrite
 
@@ -174,32 +175,6 @@ def _session_for(tenant: str | None, thread_id: str) -> str:
     return session_id_for(FRAMEWORK, thread_id, tenant=tenant)
 
 
-# --- the loop the manager lives on ----------------------------------------------------------
-
-
-class _PrivateLoop:
-    """An event loop in a daemon thread, for synchronous callers when no loop owns the
-    manager."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(ready.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="agent-core-langgraph", daemon=True)
-        self.thread.start()
-        ready.wait()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
 # --- the saver ------------------------------------------------------------------------------
 
 
@@ -230,7 +205,7 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
         self.agent_type = agent_type
         self.trail = trail
         self._owns_manager = False
-        self._private: _PrivateLoop | None = None
+        self._private: LoopThread | None = None
         self._home_lock = threading.Lock()
         try:
             self._home: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -331,7 +306,7 @@ class AgentCoreSaver(BaseCheckpointSaver[str]):
         if home is None:
             with self._home_lock:
                 if self._home is None:
-                    self._private = _PrivateLoop()
+                    self._private = LoopThread("agent-core-langgraph")
                     self._home = self._private.loop
                 home = self._home
         try:

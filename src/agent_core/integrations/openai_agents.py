@@ -62,6 +62,7 @@ from agent_core.errors import (
     ValidationError,
 )
 from agent_core.integrations.ids import session_id_for
+from agent_core.integrations.loop_thread import LoopThread
 from agent_core.sessions.session_manager import SessionManager
 from agent_core.stores.base import RecordWrite
 
@@ -176,42 +177,6 @@ async def _settle(awaitable: Awaitable[T]) -> T:
     return result
 
 
-class _LoopThread:
-    """A private event loop in a daemon thread, home of a manager that any loop can call."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._running = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._thread.start()
-        # Callers check that the home loop runs before handing it a call.
-        self._running.wait()
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.call_soon(self._running.set)
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
-            self.loop.close()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the private loop and wait for it (from any other thread)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        try:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        except RuntimeError:  # closed in between
-            return
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-
-
 class _Host:
     """A manager on its private loop thread, shared by the ``from_url`` sessions of one
     process built from the same URLs and options, and closed with the last of them."""
@@ -219,7 +184,7 @@ class _Host:
     def __init__(self, key: str | None, manager: SessionManager) -> None:
         self.key = key
         self.manager = manager
-        self.thread = _LoopThread("agent-core-openai-agents")
+        self.thread = LoopThread("agent-core-openai-agents")
         self.users = 0
 
 
@@ -253,7 +218,7 @@ def _release_host(host: _Host) -> None:
         if host.key is not None and _HOSTS.get(host.key) is host:
             del _HOSTS[host.key]
     thread = host.thread
-    if threading.current_thread() is not thread._thread and not thread.loop.is_closed():
+    if not thread.in_thread() and not thread.loop.is_closed():
         try:
             thread.run(host.manager.close(), timeout=30)
         except (AgentCoreError, OSError, concurrent.futures.TimeoutError) as exc:
