@@ -41,7 +41,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -56,6 +55,7 @@ from agent_core.errors import (
     SessionNotFound,
 )
 from agent_core.integrations.ids import session_id_for
+from agent_core.resource import AsyncResource
 from agent_core.sessions import limits
 from agent_core.sessions.session_manager import SessionManager
 from agent_core.sessions.session_models import AgentSession, SessionCheckpoint
@@ -189,7 +189,7 @@ def _check_scoped_keys(delta: Mapping[str, Any], prefix: str) -> list[tuple[str,
     return items
 
 
-class AgentCoreSessionService(BaseSessionService):
+class AgentCoreSessionService(AsyncResource, BaseSessionService):
     """An ADK ``BaseSessionService`` on an agent-core ``SessionManager``.
 
     ``AgentCoreSessionService(manager)`` uses a manager the caller owns (and closes);
@@ -235,17 +235,6 @@ class AgentCoreSessionService(BaseSessionService):
         """Close the manager if this service built it."""
         if self._owns_manager:
             await self.manager.close()
-
-    async def __aenter__(self) -> AgentCoreSessionService:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- the mapping -----------------------------------------------------------------------
 
